@@ -1,0 +1,229 @@
+// Kiln's runtime API: build an engine from an ONNX model (or load a saved plan), then run it.
+//
+//   kiln::BuildOptions options;                         // CPU, FP32, default profiles, optimizer on
+//   auto engine = kiln::Engine::BuildFromOnnx("resnet50.onnx", options);
+//   if (!engine.ok()) { std::cerr << engine.status().ToString() << "\n"; return 1; }
+//   (*engine)->Save("resnet50.plan");                    // later: kiln::Engine::Load("resnet50.plan")
+//   auto ctx = (*engine)->CreateContext();               // one per thread
+//   ctx->SetInput("data", pixels.data(), kiln::DataType::kFloat32, {1, 3, 224, 224});
+//   kiln::Status st = ctx->Run();
+//   auto probs = ctx->GetOutput("prob");                 // Expected<HostTensor>
+//
+// Errors are returned as Status / Expected (include/kiln/status.h); no exception leaves these calls.
+// Thread-safety: an Engine is immutable once built or loaded and may be shared by any number of threads.
+// An ExecutionContext is used by one thread at a time; contexts of one engine share its weights.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/status.h"
+
+namespace kiln {
+
+// Element types of tensors crossing the API. The values are ONNX's TensorProto data types.
+enum class DataType : uint8_t {
+  kFloat32 = 1,
+  kUInt8 = 2,
+  kInt8 = 3,
+  kUInt16 = 4,
+  kInt16 = 5,
+  kInt32 = 6,
+  kInt64 = 7,
+  kBool = 9,
+  kFloat16 = 10,
+  kFloat64 = 11,
+  kUInt32 = 12,
+  kUInt64 = 13,
+  kBFloat16 = 16,
+};
+// Bytes per element; 0 for a value that is not a DataType.
+size_t DataTypeSize(DataType t);
+// "f32", "i64", "bool", ...
+const char* DataTypeName(DataType t);
+
+enum class DeviceType { kCpu, kCuda };
+enum class Precision { kFp32, kFp16, kInt8 };
+const char* PrecisionName(Precision p);  // "fp32", "fp16", "int8"
+
+// The range of shapes one input accepts in one optimization profile: min <= actual <= max per dim; `opt`
+// is the shape the build optimizes for (and the memory plan is sized for).
+struct InputProfile {
+  std::vector<int64_t> min, opt, max;
+};
+// One optimization profile: a range for each input with dynamic dims. Inputs not named get the default.
+struct OptimizationProfile {
+  std::map<std::string, InputProfile> inputs;
+};
+
+// The default range for a dynamic leading (batch) dimension when no profile names the input.
+inline constexpr int64_t kDefaultBatchMin = 1;
+inline constexpr int64_t kDefaultBatchOpt = 1;
+inline constexpr int64_t kDefaultBatchMax = 32;
+
+// Parses a shapes option (docs/PLANS.md): entries separated by ',' or ' ', each NAME:SHAPE where SHAPE is
+// one shape "1x3x224x224" (min = opt = max), "MIN..MAX" (opt = min) or "MIN..OPT..MAX". The name is
+// what comes before the last ':' (so "input:0:1x3" names input "input:0").
+Expected<OptimizationProfile> ParseShapesOption(const std::string& text);
+
+struct BuildOptions {
+  DeviceType device = DeviceType::kCpu;
+  Precision precision = Precision::kFp32;
+  // Optimization profiles; empty: one profile with the defaults. Each must name only real inputs.
+  std::vector<OptimizationProfile> profiles;
+  // Run the optimizer's pass pipeline before lowering.
+  bool optimize = true;
+  // Called with a short line for each build stage ("importing", "planning memory", ...). Optional.
+  std::function<void(const std::string&)> progress;
+};
+
+// An input or output of an engine.
+struct BindingInfo {
+  std::string name;
+  DataType dtype = DataType::kFloat32;
+  // Dims with -1 where the dim is dynamic; dim_names[i] is the symbol of a dynamic dim ("" if none).
+  std::vector<int64_t> dims;
+  std::vector<std::string> dim_names;
+  // Inputs: the range per optimization profile (profiles[p]); empty for outputs.
+  std::vector<InputProfile> profiles;
+};
+
+// One scheduled layer of an engine.
+struct LayerInfo {
+  std::string name;       // node name
+  std::string op;         // "Conv", "kiln.FusedConv"
+  std::string tactic;     // the kernel chosen: "reference" for now
+  std::string precision;  // "fp32"
+};
+
+// What the memory planner found for one profile's opt shapes.
+struct MemoryInfo {
+  uint64_t arena_bytes = 0;   // one arena holding every intermediate tensor, reused over lifetimes
+  uint64_t naive_bytes = 0;   // one buffer per intermediate tensor
+  uint64_t weight_bytes = 0;  // constants
+  int planned_tensors = 0;    // tensors placed in the arena
+  int dynamic_tensors = 0;    // tensors whose size depends on data, left out of the arena
+};
+
+// A dense, row-major host tensor. Copies share storage (like std::shared_ptr).
+class HostTensor {
+ public:
+  HostTensor() = default;
+  // Zero-filled.
+  HostTensor(DataType dtype, std::vector<int64_t> dims);
+  // A copy of `data` (numel(dims) * DataTypeSize(dtype) bytes).
+  static HostTensor Copy(DataType dtype, std::vector<int64_t> dims, const void* data);
+
+  bool empty() const { return storage_ == nullptr && dims_.empty(); }
+  DataType dtype() const { return dtype_; }
+  const std::vector<int64_t>& dims() const { return dims_; }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * DataTypeSize(dtype_); }
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  template <typename T>
+  T* data_as() {
+    return static_cast<T*>(data_);
+  }
+  template <typename T>
+  const T* data_as() const {
+    return static_cast<const T*>(data_);
+  }
+
+  // Wraps storage owned elsewhere, kept alive by `owner` (used by the runtime to hand out results
+  // without a copy).
+  static HostTensor Wrap(DataType dtype, std::vector<int64_t> dims, void* data, std::shared_ptr<void> owner);
+
+ private:
+  DataType dtype_ = DataType::kFloat32;
+  std::vector<int64_t> dims_;
+  void* data_ = nullptr;
+  std::shared_ptr<void> storage_;
+};
+
+class Engine;
+
+// Per-thread execution state: the inputs, shapes and outputs of one inference at a time.
+class ExecutionContext {
+ public:
+  struct Impl;
+  explicit ExecutionContext(std::unique_ptr<Impl> impl);
+  ~ExecutionContext();
+  ExecutionContext(const ExecutionContext&) = delete;
+  ExecutionContext& operator=(const ExecutionContext&) = delete;
+
+  // Selects the optimization profile that input shapes are checked against (0 by default).
+  Status SetOptimizationProfile(int index);
+  int optimization_profile() const;
+  // Declares an input's shape for the next Run; refused when outside the selected profile.
+  Status SetInputShape(const std::string& name, const std::vector<int64_t>& dims);
+  // Copies an input for the next Run. The dims are checked against the profile (and against the shape
+  // given to SetInputShape, if any). `data` may be freed when this returns.
+  Status SetInput(const std::string& name, const void* data, DataType dtype,
+                  const std::vector<int64_t>& dims);
+  Status SetInput(const std::string& name, const HostTensor& tensor);
+  // Runs the engine on the inputs set. Every input must have been set.
+  Status Run();
+  // Runs on another thread; the context must not be touched until the future is ready.
+  std::future<Status> RunAsync();
+  // An output of the last successful Run (shares storage with the context until the next Run).
+  Expected<HostTensor> GetOutput(const std::string& name) const;
+  // The memory plan for the shapes of the last Run (or the profile's opt shapes before any Run).
+  MemoryInfo memory() const;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class Engine {
+ public:
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Imports, optimizes and lowers an ONNX model into an engine.
+  static Expected<std::shared_ptr<Engine>> BuildFromOnnx(const std::string& onnx_path,
+                                                         const BuildOptions& options = {});
+  // Loads a plan saved by Save(). The weights are memory-mapped, not copied. Refuses a plan made for
+  // another target, a newer format, and truncated or corrupted files, each with a clear message.
+  static Expected<std::shared_ptr<Engine>> Load(const std::string& plan_path);
+  // Loads a plan from bytes in memory (copied once).
+  static Expected<std::shared_ptr<Engine>> LoadFromMemory(const void* data, size_t size);
+  Status Save(const std::string& plan_path) const;
+  // The plan file's bytes.
+  Expected<std::string> Serialize() const;
+
+  const std::vector<BindingInfo>& inputs() const;
+  const std::vector<BindingInfo>& outputs() const;
+  int num_profiles() const;
+  const std::vector<LayerInfo>& layers() const;
+  // The memory plan for profile `profile`'s opt shapes.
+  MemoryInfo memory(int profile = 0) const;
+  // "cpu x86_64 (...), needs ...; libraries reference 1"
+  std::string target_description() const;
+  // The plan format version this engine was loaded from or would be saved as.
+  uint32_t plan_format_version() const;
+  // Where the model came from (the ONNX file) and how long the build took (0 if unknown).
+  const std::string& source() const;
+  double build_seconds() const;
+
+  // A new context. Contexts share the engine's weights (and keep them alive after the engine is
+  // released); each holds its own inputs and outputs.
+  std::unique_ptr<ExecutionContext> CreateContext() const;
+
+  struct Impl;
+  // For Kiln's own tools: the engine's internals (src/runtime/engine_impl.h).
+  const Impl& impl() const { return *impl_; }
+  explicit Engine(std::shared_ptr<Impl> impl);
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kiln

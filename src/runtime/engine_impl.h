@@ -1,0 +1,46 @@
+// The internals behind include/kiln/engine.h (for src/runtime and Kiln's own tools only).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kiln/engine.h"
+#include "plan/plan.h"
+#include "runtime/reference_executor.h"
+
+namespace kiln {
+
+struct Engine::Impl {
+  plan::Plan plan;
+  std::vector<BindingInfo> inputs;  // the runtime (non-constant) graph inputs, in graph order
+  std::vector<BindingInfo> outputs;
+  std::vector<LayerInfo> layers;
+  std::map<std::string, size_t> input_index;
+  std::map<std::string, size_t> output_index;
+  uint64_t weight_bytes = 0;
+
+  static Expected<std::shared_ptr<Impl>> FromPlan(plan::Plan plan);
+  MemoryInfo Memory(int profile) const;
+};
+
+struct ExecutionContext::Impl {
+  std::shared_ptr<const Engine::Impl> engine;
+  int profile = 0;
+  std::vector<std::vector<int64_t>> declared;  // SetInputShape per input (empty vector with flag below)
+  std::vector<bool> has_declared;
+  TensorMap inputs;
+  TensorMap outputs;
+  std::map<std::string, std::vector<int64_t>> last_sizes;  // input sizes of the last successful Run
+  mutable std::map<std::string, std::vector<int64_t>> memory_key;
+  mutable MemoryInfo memory_cache;
+  mutable bool memory_cached = false;
+};
+
+// Conversions between the public DataType and the internal DType (the values agree).
+DType ToDType(DataType t);
+DataType ToDataType(DType t);
+
+}  // namespace kiln

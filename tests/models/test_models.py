@@ -1,0 +1,73 @@
+"""Whole models through `kiln run`, compared with onnxruntime (CPUExecutionProvider) on the same inputs.
+
+Tolerances (|kiln - ort| <= atol + rtol * |ort|), float32 everywhere:
+- CNNs: rtol 1e-4, atol 1e-5. Both sides accumulate in float32 but in different orders (onnxruntime's
+  MLAS blocks and vectorizes its sums); with activations of order 1 over a few hundred to a few thousand
+  terms per output, reordering moves results by ~1e-6 relative, so 1e-4 leaves margin without hiding a
+  wrong index or a missed bias (those give errors of order 1e-1).
+- Transformer: rtol 1e-4, atol 1e-4. Softmax, LayerNormalization and Erf pass through exp/sqrt/erf whose
+  implementations differ (MLAS uses polynomial approximations, ~1e-6 relative), and LayerNorm divides by a
+  standard deviation that amplifies absolute errors of outputs near zero.
+- LSTM: rtol 1e-4, atol 1e-5: sigmoid/tanh approximations again, over a recurrence of a few steps.
+- Detector: scores as the CNNs; TopK indices and NonMaxSuppression selections must be equal.
+"""
+
+import numpy as np
+import pytest
+
+import builders
+from harness import compare, run_both, save_model
+
+CNN_TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def image(rng, batch, size):
+    return rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("build", [builders.resnet, builders.mobilenet_v2], ids=["resnet", "mobilenet_v2"])
+def test_classifier_cnn(tmp_path, build, batch):
+    path = save_model(build(), tmp_path)
+    rng = np.random.default_rng(100 + batch)
+    actual, expected = run_both(path, {"image": image(rng, batch, 64)}, tmp_path / "out")
+    compare(actual, expected, **CNN_TOL)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_inception_dense(tmp_path, batch):
+    path = save_model(builders.inception_dense(), tmp_path)
+    rng = np.random.default_rng(200 + batch)
+    actual, expected = run_both(path, {"image": image(rng, batch, 32)}, tmp_path / "out")
+    compare(actual, expected, **CNN_TOL)
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 7), (3, 5), (2, 16)])
+def test_transformer_encoder(tmp_path, batch, seq):
+    path = save_model(builders.transformer_encoder(), tmp_path)
+    rng = np.random.default_rng(300 + batch * seq)
+    hidden = rng.standard_normal((batch, seq, 32)).astype(np.float32)
+    mask = np.ones((batch, seq), np.float32)
+    mask[-1, seq - 2:] = 0  # the last sequence is padded: its last two keys must not be attended to
+    actual, expected = run_both(path, {"hidden": hidden, "mask": mask}, tmp_path / "out")
+    compare(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 6), (3, 4)])
+def test_lstm_classifier(tmp_path, batch, seq):
+    path = save_model(builders.lstm_classifier(), tmp_path)
+    rng = np.random.default_rng(400 + batch)
+    sequence = rng.standard_normal((seq, batch, 8)).astype(np.float32)
+    actual, expected = run_both(path, {"sequence": sequence}, tmp_path / "out")
+    compare(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_detector_head(tmp_path, batch):
+    path = save_model(builders.detector_head(), tmp_path)
+    # Seed chosen so that no two scores lie closer than 2e-5 and none within 4e-4 of the score threshold:
+    # near-ties would make the TopK order and the NonMaxSuppression selection depend on float rounding.
+    rng = np.random.default_rng(600)
+    actual, expected = run_both(path, {"image": image(rng, batch, 16)}, tmp_path / "out")
+    assert expected["selected"].shape[0] > 0, "test data should make NonMaxSuppression select boxes"
+    compare(actual, expected, exact=("top_indices", "selected"), **CNN_TOL)

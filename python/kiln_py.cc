@@ -211,7 +211,8 @@ PYBIND11_MODULE(_kiln, m) {
             const kiln::MemoryInfo mi = e.memory(profile);
             return py::dict("arena_bytes"_a = mi.arena_bytes, "naive_bytes"_a = mi.naive_bytes,
                             "weight_bytes"_a = mi.weight_bytes, "planned_tensors"_a = mi.planned_tensors,
-                            "dynamic_tensors"_a = mi.dynamic_tensors);
+                            "dynamic_tensors"_a = mi.dynamic_tensors, "in_place_tensors"_a = mi.in_place_tensors,
+                            "view_tensors"_a = mi.view_tensors, "concats_eliminated"_a = mi.concats_eliminated);
           },
           "profile"_a = 0)
       .def_property_readonly("target", &kiln::Engine::target_description)

@@ -30,6 +30,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config   # the build
   libprotobuf-dev protobuf-compiler libonnx-dev         # ONNX import (protobuf + ONNX's generated code)
   libcli11-dev                                          # the kiln command line
+  libdnnl-dev                                           # oneDNN: the fast CPU kernels (src/backends/cpu)
   libjpeg-dev libpng-dev                                # kiln classify's image decoding
   libgtest-dev libgmock-dev                             # unit tests
   pybind11-dev                                          # the Python bindings (module kiln)

@@ -85,7 +85,8 @@ int RunInspect(const std::string& path, bool all_layers) {
                 Bytes(m.arena_bytes).c_str(), m.planned_tensors, Bytes(m.naive_bytes).c_str(), saved);
     if (m.dynamic_tensors > 0)
       std::printf(", %d tensors of data-dependent size outside it", m.dynamic_tensors);
-    std::printf("\n");
+    std::printf("\n    shared: %d outputs in place over their input, %d views, %d concats written in place\n",
+                m.in_place_tensors, m.view_tensors, m.concats_eliminated);
   }
   std::printf("  weights %s (memory-mapped)\n", Bytes(e.memory().weight_bytes).c_str());
   return kExitOk;

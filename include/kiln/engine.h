@@ -109,6 +109,9 @@ struct MemoryInfo {
   uint64_t weight_bytes = 0;  // constants
   int planned_tensors = 0;    // tensors placed in the arena
   int dynamic_tensors = 0;    // tensors whose size depends on data, left out of the arena
+  int in_place_tensors = 0;   // outputs written over an input that dies there
+  int view_tensors = 0;       // outputs sharing their input's memory (Reshape, Flatten, ...)
+  int concats_eliminated = 0; // Concat nodes whose producers write straight into their slices
 };
 
 // A dense, row-major host tensor. Copies share storage (like std::shared_ptr).

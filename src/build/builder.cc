@@ -3,6 +3,7 @@
 #include <chrono>
 #include <unordered_map>
 
+#include "build/arena_layout.h"
 #include "build/graph_clone.h"
 #include "build/memory_planner.h"
 #include "build/profiles.h"
@@ -26,23 +27,27 @@ Status Optimize(Graph& graph, const BuildOptions& options) {
 
 }  // namespace
 
+Expected<ArenaLayout> ArenaLayoutForSizes(const Graph& graph,
+                                          const std::map<std::string, std::vector<int64_t>>& input_sizes) {
+  std::vector<const Node*> schedule;
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Graph> bound, CloneWithInputSizes(graph, input_sizes, &schedule));
+  return LayOutArena(schedule);
+}
+
 Expected<plan::PlanMemory> PlanMemoryForSizes(
     const Graph& graph, const std::map<std::string, std::vector<int64_t>>& input_sizes) {
   std::vector<const Node*> schedule;
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Graph> bound, CloneWithInputSizes(graph, input_sizes, &schedule));
-  std::vector<const Value*> dynamic;
-  KILN_ASSIGN_OR_RETURN(std::vector<TensorLifetime> lifetimes, ComputeLifetimes(schedule, &dynamic));
-  KILN_ASSIGN_OR_RETURN(MemoryPlan packed, PackLifetimes(lifetimes));
-  std::unordered_map<int, const Value*> by_id;
-  for (const Value* v : bound->values()) by_id[v->id()] = v;
+  // The same layout the executor uses at run time (views, in-place outputs, concat slices included).
+  KILN_ASSIGN_OR_RETURN(ArenaLayout layout, LayOutArena(schedule));
   plan::PlanMemory m;
-  m.arena_size = packed.arena_size;
-  m.naive_size = packed.naive_size;
-  m.dynamic_count = dynamic.size();
-  for (const ArenaBlock& b : packed.blocks) {
-    const Value* v = by_id.at(b.id);
-    if (v->name().empty()) continue;
-    m.blocks.push_back({v->name(), b.offset, b.size});
+  m.arena_size = layout.arena_size;
+  m.naive_size = layout.naive_size;
+  m.dynamic_count = static_cast<uint64_t>(layout.dynamic);
+  for (const Value* v : bound->values()) {
+    auto it = layout.slots.find(v);
+    if (it == layout.slots.end() || v->name().empty()) continue;
+    m.blocks.push_back({v->name(), it->second.offset, it->second.size});
   }
   return m;
 }

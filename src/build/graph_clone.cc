@@ -8,8 +8,16 @@ namespace kiln::build {
 
 Expected<std::unique_ptr<Graph>> CloneWithInputSizes(
     const Graph& graph, const std::map<std::string, std::vector<int64_t>>& input_sizes,
-    std::vector<const Node*>* schedule_out) {
-  KILN_ASSIGN_OR_RETURN(std::vector<Node*> order, graph.TopologicalOrder());
+    std::vector<const Node*>* schedule_out, const std::vector<const Node*>* order_in,
+    std::unordered_map<const Value*, const Value*>* original_of) {
+  std::vector<const Node*> order;
+  if (order_in) {
+    if (order_in->size() != graph.num_nodes()) return Internal("the schedule does not list every node");
+    order = *order_in;
+  } else {
+    KILN_ASSIGN_OR_RETURN(std::vector<Node*> topo, graph.TopologicalOrder());
+    order.assign(topo.begin(), topo.end());
+  }
   auto copy = std::make_unique<Graph>();
   copy->set_name(graph.name());
   std::unordered_map<const Value*, Value*> map;
@@ -17,6 +25,7 @@ Expected<std::unique_ptr<Graph>> CloneWithInputSizes(
     Value* c = v->is_constant() ? copy->AddConstant(v->name(), v->constant_ptr())
                                 : copy->AddValue(v->name(), v->dtype(), v->shape());
     map[v] = c;
+    if (original_of) (*original_of)[c] = v;
   }
   for (const Value* in : graph.inputs()) {
     Value* c = map.at(in);

@@ -81,6 +81,10 @@ class Tensor {
   // All elements as int64 (for shape/axes/indices tensors).
   std::vector<int64_t> ToInt64Vector() const;
 
+  // The storage this tensor views (null if empty), and whether another tensor shares it.
+  const Buffer* buffer() const { return buffer_.get(); }
+  bool shares_storage() const { return buffer_ && buffer_.use_count() > 1; }
+
   // Same storage with other sizes (same element count). Does not copy.
   Tensor Reshaped(std::vector<int64_t> sizes) const;
   // A deep copy.

@@ -1,5 +1,7 @@
 #include "ops/registry.h"
 
+#include <cstring>
+
 #include "ops/all_ops.h"
 
 namespace kiln {
@@ -89,6 +91,16 @@ void InferContext::set_output(size_t i, DType dtype, std::optional<Shape> shape)
 
 Expected<Tensor*> KernelContext::AllocateOutput(size_t i, DType dtype, std::vector<int64_t> sizes) {
   if (i >= outputs_.size()) return Internal("output index " + std::to_string(i) + " out of range");
+  if (i < placements_.size() && placements_[i].buffer) {
+    const OutputPlacement& p = placements_[i];
+    auto n = CheckedNumElements(sizes);
+    if (n && DTypeSize(dtype) > 0 && static_cast<uint64_t>(*n) * DTypeSize(dtype) == p.nbytes &&
+        p.offset + p.nbytes <= p.buffer->size()) {
+      outputs_[i] = Tensor(dtype, std::move(sizes), p.buffer, p.offset);
+      if (p.zero && p.nbytes > 0) std::memset(outputs_[i].raw_data(), 0, p.nbytes);
+      return &outputs_[i];
+    }
+  }
   auto t = Tensor::Create(dtype, std::move(sizes), limits_.max_tensor_bytes);
   if (!t.ok()) return t.status();
   outputs_[i] = std::move(t).value();

@@ -103,7 +103,15 @@ struct KernelLimits {
   size_t max_tensor_bytes = size_t{16} << 30;
 };
 
-// Reference kernel context for one node execution.
+// Memory an executor hands a kernel for one output (a slot of the execution context's arena).
+struct OutputPlacement {
+  std::shared_ptr<Buffer> buffer;
+  size_t offset = 0;
+  size_t nbytes = 0;
+  bool zero = true;  // zero-fill first; false when the output is written in place over an input
+};
+
+// Kernel context for one node execution (reference and fast kernels alike).
 class KernelContext {
  public:
   KernelContext(const Node& node, std::vector<const Tensor*> inputs, const KernelLimits& limits)
@@ -120,8 +128,15 @@ class KernelContext {
   size_t num_outputs() const { return outputs_.size(); }
   // Whether output i is requested (ONNX lets optional outputs be left unnamed).
   bool output_requested(size_t i) const { return node_.output(i) != nullptr; }
-  // Allocates output i as a zero-filled tensor. Refuses invalid or oversized sizes with an error.
+  // Allocates output i as a zero-filled tensor (or, where the executor placed output i and the byte size
+  // agrees, a tensor over that memory: zero-filled unless the output runs in place over an input, in
+  // which case the kernel must write every element). Refuses invalid or oversized sizes with an error.
   Expected<Tensor*> AllocateOutput(size_t i, DType dtype, std::vector<int64_t> sizes);
+  // For executors: the memory AllocateOutput hands out for output i.
+  void PlaceOutput(size_t i, OutputPlacement placement) {
+    if (placements_.size() < outputs_.size()) placements_.resize(outputs_.size());
+    if (i < placements_.size()) placements_[i] = std::move(placement);
+  }
   // Sets output i to an existing tensor (for ops that alias their input, such as Reshape or Identity).
   void SetOutput(size_t i, Tensor t) { outputs_[i] = std::move(t); }
 
@@ -132,6 +147,7 @@ class KernelContext {
   const Node& node_;
   std::vector<const Tensor*> inputs_;
   std::vector<Tensor> outputs_;
+  std::vector<OutputPlacement> placements_;
   const KernelLimits& limits_;
 };
 

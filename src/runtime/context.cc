@@ -150,11 +150,8 @@ Status ExecutionContext::Run() {
       if (!impl_->inputs.count(b.name)) return InvalidArgument("input '" + b.name + "' was not set");
     }
     impl_->outputs.clear();
-    // Execution uses the reference kernels over the plan's graph; each kernel allocates its own outputs
-    // (the arena is planned and reported, not yet used: docs/PLANS.md).
-    KILN_ASSIGN_OR_RETURN(impl_->outputs, RunReference(*e.plan.graph, impl_->inputs));
-    impl_->last_sizes.clear();
-    for (const auto& [name, t] : impl_->inputs) impl_->last_sizes[name] = t.sizes();
+    if (!impl_->executor) impl_->executor = std::make_unique<PlanExecutor>(e.plan);
+    KILN_ASSIGN_OR_RETURN(impl_->outputs, impl_->executor->Run(impl_->inputs));
     return Status::Ok();
   });
 }
@@ -191,23 +188,17 @@ Expected<HostTensor> ExecutionContext::GetOutput(const std::string& name) const 
 
 MemoryInfo ExecutionContext::memory() const {
   const Engine::Impl& e = *impl_->engine;
-  if (impl_->last_sizes.empty()) return e.Memory(impl_->profile);
-  if (impl_->memory_cached && impl_->memory_key == impl_->last_sizes) return impl_->memory_cache;
+  const build::ArenaLayout* layout = impl_->executor ? impl_->executor->last_layout() : nullptr;
+  if (!layout) return e.Memory(impl_->profile);
   MemoryInfo m;
   m.weight_bytes = e.weight_bytes;
-  try {
-    auto pm = build::PlanMemoryForSizes(*e.plan.graph, impl_->last_sizes);
-    if (!pm.ok()) return e.Memory(impl_->profile);
-    m.arena_bytes = pm->arena_size;
-    m.naive_bytes = pm->naive_size;
-    m.planned_tensors = static_cast<int>(pm->blocks.size());
-    m.dynamic_tensors = static_cast<int>(pm->dynamic_count);
-  } catch (const std::exception&) {
-    return e.Memory(impl_->profile);
-  }
-  impl_->memory_key = impl_->last_sizes;
-  impl_->memory_cache = m;
-  impl_->memory_cached = true;
+  m.arena_bytes = layout->arena_size;
+  m.naive_bytes = layout->naive_size;
+  m.planned_tensors = static_cast<int>(layout->slots.size());
+  m.dynamic_tensors = layout->dynamic;
+  m.in_place_tensors = layout->in_place;
+  m.view_tensors = layout->views;
+  m.concats_eliminated = layout->concats_eliminated;
   return m;
 }
 

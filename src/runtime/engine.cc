@@ -84,12 +84,23 @@ Expected<std::shared_ptr<Engine::Impl>> Engine::Impl::FromPlan(plan::Plan plan) 
 MemoryInfo Engine::Impl::Memory(int profile) const {
   MemoryInfo m;
   m.weight_bytes = weight_bytes;
-  if (profile < 0 || static_cast<size_t>(profile) >= plan.memory.size()) return m;
+  if (profile < 0 || static_cast<size_t>(profile) >= plan.memory.size() ||
+      static_cast<size_t>(profile) >= plan.profiles.size()) {
+    return m;
+  }
   const plan::PlanMemory& pm = plan.memory[profile];
   m.arena_bytes = pm.arena_size;
   m.naive_bytes = pm.naive_size;
   m.planned_tensors = static_cast<int>(pm.blocks.size());
   m.dynamic_tensors = static_cast<int>(pm.dynamic_count);
+  // The counts of shared memory are not stored in the plan: lay the opt shapes out again (milliseconds).
+  std::map<std::string, std::vector<int64_t>> sizes;
+  for (const plan::InputRange& r : plan.profiles[profile].inputs) sizes[r.name] = r.opt;
+  if (auto layout = build::ArenaLayoutForSizes(*plan.graph, sizes); layout.ok()) {
+    m.in_place_tensors = layout->in_place;
+    m.view_tensors = layout->views;
+    m.concats_eliminated = layout->concats_eliminated;
+  }
   return m;
 }
 

@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "kiln/engine.h"
 #include "plan/plan.h"
+#include "runtime/plan_executor.h"
 #include "runtime/reference_executor.h"
 
 namespace kiln {
@@ -33,10 +34,7 @@ struct ExecutionContext::Impl {
   std::vector<bool> has_declared;
   TensorMap inputs;
   TensorMap outputs;
-  std::map<std::string, std::vector<int64_t>> last_sizes;  // input sizes of the last successful Run
-  mutable std::map<std::string, std::vector<int64_t>> memory_key;
-  mutable MemoryInfo memory_cache;
-  mutable bool memory_cached = false;
+  std::unique_ptr<PlanExecutor> executor;  // created at the first Run
 };
 
 // Conversions between the public DataType and the internal DType (the values agree).

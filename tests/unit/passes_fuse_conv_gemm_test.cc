@@ -32,7 +32,9 @@ TEST(FuseConvTest, EveryActivation) {
       {OpKind::kGelu, {}},
       {OpKind::kSwish, {}},
   };
-  for (const auto& [op, attrs] : acts) {
+  for (const auto& act : acts) {
+    const OpKind op = act.first;  // clang-14 cannot capture structured bindings in lambdas
+    const Attributes& attrs = act.second;
     Graph g;
     CheckPass(
         [&](Builder& b) {

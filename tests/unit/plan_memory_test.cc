@@ -4,6 +4,8 @@
 #include <random>
 
 #include "build/builder.h"
+#include "build/arena_layout.h"
+#include "build/graph_clone.h"
 #include "build/memory_planner.h"
 #include "ops/infer.h"
 
@@ -74,25 +76,45 @@ TEST(MemoryPlanner, RandomLifetimesNeverShareLiveMemory) {
   }
 }
 
-TEST(MemoryPlanner, ChainGraphNeedsTwoBuffers) {
+Graph ActivationChain(int layers) {
   Graph g;
   Value* prev = g.AddValue("x", DType::kFloat32, Shape{Dim::Symbol("batch"), 1024});
   g.AddInput(prev);
-  const int kLayers = 10;
-  for (int i = 0; i < kLayers; ++i) {
+  for (int i = 0; i < layers; ++i) {
     Value* next = g.AddValue("t" + std::to_string(i), DType::kFloat32);
     g.AddNode(i % 2 ? OpKind::kRelu : OpKind::kSigmoid, "n" + std::to_string(i), {prev}, {next}, 13);
     prev = next;
   }
   g.AddOutput(prev);
-  ASSERT_TRUE(InferShapes(g).ok());
+  EXPECT_TRUE(InferShapes(g).ok());
+  return g;
+}
+
+// t0..t8 are in the arena (t9 is the graph output): each activation runs in place over its input, so
+// one buffer serves the whole chain; without in-place execution two alternate.
+TEST(MemoryPlanner, ActivationChainRunsInPlace) {
+  const int kLayers = 10;
+  Graph g = ActivationChain(kLayers);
   auto m = PlanMemoryForSizes(g, {{"x", {2, 1024}}});
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   const uint64_t one = 2 * 1024 * 4;
-  EXPECT_EQ(m->naive_size, kLayers * one);
-  EXPECT_EQ(m->arena_size, 2 * one);
-  EXPECT_EQ(m->blocks.size(), static_cast<size_t>(kLayers));
+  EXPECT_EQ(m->naive_size, (kLayers - 1) * one);
+  EXPECT_EQ(m->arena_size, one);
+  EXPECT_EQ(m->blocks.size(), static_cast<size_t>(kLayers - 1));
   EXPECT_EQ(m->dynamic_count, 0u);
+
+  std::vector<const Node*> schedule;
+  auto bound = CloneWithInputSizes(g, {{"x", {2, 1024}}}, &schedule);
+  ASSERT_TRUE(bound.ok());
+  ArenaOptions no_in_place;
+  no_in_place.in_place = false;
+  auto layout = LayOutArena(schedule, no_in_place);
+  ASSERT_TRUE(layout.ok());
+  EXPECT_EQ(layout->arena_size, 2 * one);
+  EXPECT_EQ(layout->in_place, 0);
+  auto with = LayOutArena(schedule);
+  ASSERT_TRUE(with.ok());
+  EXPECT_EQ(with->in_place, kLayers - 2);  // t1..t8 over their inputs; t0 reads the graph input
 }
 
 }  // namespace

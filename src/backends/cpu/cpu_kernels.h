@@ -1,0 +1,48 @@
+// Fast CPU kernels ("tactics") for the heavy ops, used by the plan executor in place of the reference
+// kernels where one applies. The builder times the candidates of each layer on the real shapes and
+// records the fastest in the plan; the executor creates that tactic's kernel once per execution context.
+//
+// Contract of a CpuKernel: the same as the op's reference kernel (src/ops/registry.h). Run() reads the
+// inputs from the KernelContext and produces every requested output through ctx.AllocateOutput (which
+// may hand out memory in the context's arena, already sized and zero-filled), so results must agree with
+// the reference kernel within float tolerance. A kernel object belongs to one execution context and is
+// never called from two threads at once; it may cache primitives and pre-packed weights keyed by the
+// input shapes it has seen (constant inputs, i.e. weights, never change for a node).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "kiln/status.h"
+#include "ops/registry.h"
+
+namespace kiln::cpu {
+
+class CpuKernel {
+ public:
+  virtual ~CpuKernel() = default;
+  virtual Status Run(KernelContext& ctx) = 0;
+};
+
+// One candidate implementation of a node: a stable name recorded in plans ("onednn.conv", ...) and a
+// factory for its kernel.
+struct CpuTactic {
+  std::string name;
+  std::function<std::unique_ptr<CpuKernel>()> create;
+};
+
+// The fast candidates for `node` given its input shapes and dtypes in the graph (empty: only the
+// reference kernel applies). Cheap: called by the builder for every layer.
+std::vector<CpuTactic> CpuTacticsFor(const Node& node);
+
+// The tactic of CpuTacticsFor(node) named `name`, or null (a plan naming a tactic this build lacks).
+std::unique_ptr<CpuKernel> CreateCpuKernel(const Node& node, const std::string& name);
+
+// Whether this build has oneDNN, and its version ("3.1.1") or "" without it.
+bool HaveOneDnn();
+std::string OneDnnVersion();
+
+}  // namespace kiln::cpu

@@ -1,0 +1,11 @@
+// A build without oneDNN: no fast CPU tactics; every layer runs its reference kernel.
+#include "backends/cpu/cpu_kernels.h"
+
+namespace kiln::cpu {
+
+std::vector<CpuTactic> CpuTacticsFor(const Node&) { return {}; }
+std::unique_ptr<CpuKernel> CreateCpuKernel(const Node&, const std::string&) { return nullptr; }
+bool HaveOneDnn() { return false; }
+std::string OneDnnVersion() { return ""; }
+
+}  // namespace kiln::cpu

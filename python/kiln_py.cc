@@ -75,7 +75,8 @@ class KilnContext {
       if (!binding) Raise(kiln::NotFound("the engine has no input '" + name + "'"));
       const char* np_name = NumpyName(binding->dtype);
       if (!np_name) Raise(kiln::Unsupported("input '" + name + "' is bfloat16, which NumPy lacks"));
-      py::array arr = np.attr("ascontiguousarray")(value, "dtype"_a = np_name);
+      // asarray keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d).
+      py::array arr = np.attr("asarray")(value, "dtype"_a = np_name, "order"_a = "C");
       std::vector<int64_t> dims(arr.shape(), arr.shape() + arr.ndim());
       kiln::Status st = ctx_->SetInput(name, arr.data(), binding->dtype, dims);
       if (!st.ok()) Raise(st);

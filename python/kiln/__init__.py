@@ -7,6 +7,6 @@
     ctx = engine.create_context()
     outputs = ctx.run({"x": array})       # {name: numpy.ndarray}
 """
-from ._kiln import Context, Engine, KilnError, build, load  # noqa: F401
+from ._kiln import Context, Engine, KilnError, build, load, load_bytes  # noqa: F401
 
-__all__ = ["build", "load", "Engine", "Context", "KilnError"]
+__all__ = ["build", "load", "load_bytes", "Engine", "Context", "KilnError"]

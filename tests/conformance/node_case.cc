@@ -14,6 +14,8 @@
 #include "ir/op_kind.h"
 #include "onnx/importer.h"
 #include "ops/registry.h"
+#include "kiln/engine.h"
+#include "runtime/engine_impl.h"
 #include "runtime/reference_executor.h"
 
 namespace kiln::conformance {
@@ -172,7 +174,31 @@ CaseResult Refused(const Status& st, const CaseInfo& info, const std::string& st
   return Failed(stage + ": " + st.ToString());
 }
 
-CaseResult RunDataSet(const CaseInfo& info, const Graph& graph, const std::string& set_dir) {
+// Build -> serialize -> load -> run through the public API, for exactly the feeds' shapes.
+Expected<TensorMap> RunThroughEngine(const CaseInfo& info, const TensorMap& feeds) {
+  BuildOptions options;
+  OptimizationProfile profile;
+  for (const auto& [name, t] : feeds) profile.inputs[name] = InputProfile{t.sizes(), t.sizes(), t.sizes()};
+  options.profiles.push_back(std::move(profile));
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<Engine> built, Engine::BuildFromOnnx(info.dir + "/model.onnx", options));
+  KILN_ASSIGN_OR_RETURN(std::string bytes, built->Serialize());
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<Engine> engine, Engine::LoadFromMemory(bytes.data(), bytes.size()));
+  auto ctx = engine->CreateContext();
+  for (const auto& [name, t] : feeds) {
+    KILN_RETURN_IF_ERROR(ctx->SetInput(name, t.raw_data(), ToDataType(t.dtype()), t.sizes()));
+  }
+  KILN_RETURN_IF_ERROR(ctx->Run());
+  TensorMap out;
+  for (const BindingInfo& b : engine->outputs()) {
+    KILN_ASSIGN_OR_RETURN(HostTensor h, ctx->GetOutput(b.name));
+    Tensor t(ToDType(h.dtype()), h.dims());
+    if (t.nbytes() > 0) std::memcpy(t.raw_data(), h.data(), t.nbytes());
+    out[b.name] = std::move(t);
+  }
+  return out;
+}
+
+CaseResult RunDataSet(const CaseInfo& info, const Graph& graph, const std::string& set_dir, RunMode mode) {
   const std::string set_name = fs::path(set_dir).filename().string();
   std::vector<const Value*> inputs;
   for (const Value* v : graph.inputs()) {
@@ -198,7 +224,7 @@ CaseResult RunDataSet(const CaseInfo& info, const Graph& graph, const std::strin
     if (!t.ok()) return Refused(t.status(), info, set_name + " input " + std::to_string(i));
     feeds[inputs[i]->name()] = AsDeclared(std::move(t).value(), inputs[i]->dtype());
   }
-  auto results = RunReference(graph, feeds);
+  auto results = mode == RunMode::kEngine ? RunThroughEngine(info, feeds) : RunReference(graph, feeds);
   if (!results.ok()) return Failed(set_name + ": run: " + results.status().ToString());
   for (size_t i = 0; i < out_files.size(); ++i) {
     const Value* out = graph.outputs()[i];
@@ -312,12 +338,12 @@ std::string CompareTensors(const Tensor& expected, const Tensor& actual) {
   return msg;
 }
 
-CaseResult RunCase(const CaseInfo& info) {
+CaseResult RunCase(const CaseInfo& info, RunMode mode) {
   auto model = ImportOnnxFile(info.dir + "/model.onnx");
   if (!model.ok()) return Refused(model.status(), info, "import");
   if (info.data_sets.empty()) return Failed("no test_data_set_* folder");
   for (const std::string& set : info.data_sets) {
-    CaseResult r = RunDataSet(info, model->graph, set);
+    CaseResult r = RunDataSet(info, model->graph, set, mode);
     if (r.outcome != Outcome::kPass) return r;
   }
   return Passed();

@@ -50,7 +50,14 @@ struct CaseResult {
 inline CaseResult Failed(std::string message) { return {Outcome::kFail, std::move(message), ""}; }
 inline CaseResult Passed() { return {Outcome::kPass, "", ""}; }
 
-// Imports the model, runs every data set through RunReference and compares the outputs.
-CaseResult RunCase(const CaseInfo& info);
+// How a case runs:
+//   kReference  the imported graph through RunReference (the reference kernels, no optimizer);
+//   kEngine     the whole deployment path: Engine::BuildFromOnnx (optimizer, tactics, memory plan) for
+//               the data set's input shapes, Serialize, LoadFromMemory, then an ExecutionContext run
+//               (the plan executor and its arena).
+enum class RunMode { kReference, kEngine };
+
+// Imports the model, runs every data set and compares the outputs.
+CaseResult RunCase(const CaseInfo& info, RunMode mode = RunMode::kReference);
 
 }  // namespace kiln::conformance

@@ -44,13 +44,14 @@ struct Options {
   bool list_unclaimed = false;
   bool fork = true;
   int timeout_s = 60;
+  RunMode mode = RunMode::kReference;
 };
 
 constexpr const char* kUsage =
     "usage: kiln_node_tests [--data-dir DIR] [--filter SUBSTRING] [--verbose] [--list-unclaimed]\n"
-    "                       [--known-failures FILE] [--timeout SECONDS] [--no-fork]\n"
+    "                       [--known-failures FILE] [--timeout SECONDS] [--no-fork] [--engine]\n"
     "Runs the ONNX backend node tests in DIR (onnx/backend/test/data/node) through Kiln's reference\n"
-    "executor. Exits 1 if a case whose ops Kiln claims fails and is not in the known-failures file.\n";
+    "executor, or with --engine through build, serialize, load and the plan executor. Exits 1 if a case whose ops Kiln claims fails and is not in the known-failures file.\n";
 
 bool ParseArgs(int argc, char** argv, Options& opt) {
   for (int i = 1; i < argc; ++i) {
@@ -81,6 +82,8 @@ bool ParseArgs(int argc, char** argv, Options& opt) {
       opt.verbose = true;
     } else if (a == "--list-unclaimed") {
       opt.list_unclaimed = true;
+    } else if (a == "--engine") {
+      opt.mode = RunMode::kEngine;
     } else if (a == "--no-fork") {
       opt.fork = false;
     } else if (a == "--help" || a == "-h") {
@@ -128,7 +131,7 @@ std::string SignalName(int sig) {
 constexpr char kDetailSeparator = '\x1f';
 
 // Runs the case in a child process, so crashes and hangs become failures of this case.
-CaseResult RunIsolated(const CaseInfo& info, int timeout_s) {
+CaseResult RunIsolated(const CaseInfo& info, int timeout_s, RunMode mode) {
   int fds[2];
   if (pipe(fds) != 0) return Failed("pipe failed: " + std::string(std::strerror(errno)));
   std::fflush(stdout);
@@ -141,7 +144,7 @@ CaseResult RunIsolated(const CaseInfo& info, int timeout_s) {
   }
   if (pid == 0) {
     close(fds[0]);
-    const CaseResult r = RunCase(info);
+    const CaseResult r = RunCase(info, mode);
     const std::string msg =
         std::to_string(static_cast<int>(r.outcome)) + r.message + kDetailSeparator + r.detail;
     size_t done = 0;
@@ -255,7 +258,7 @@ int Main(int argc, char** argv) {
       if (opt.verbose) std::cout << "NOT RUN " << name << "\n";
       continue;
     }
-    CaseResult r = opt.fork ? RunIsolated(*info, opt.timeout_s) : RunCase(*info);
+    CaseResult r = opt.fork ? RunIsolated(*info, opt.timeout_s, opt.mode) : RunCase(*info, opt.mode);
     // Paths inside the case's folder are named relative to it: "model.onnx", not the whole path.
     for (std::string* text : {&r.message, &r.detail}) {
       for (size_t at; (at = text->find(dir + "/")) != std::string::npos;) text->erase(at, dir.size() + 1);

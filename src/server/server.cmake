@@ -1,0 +1,1 @@
+# The inference server (`kiln serve`): added by src/server/ once it exists.

@@ -1,5 +1,6 @@
 #include "build/builder.h"
 
+#include <algorithm>
 #include <chrono>
 #include <unordered_map>
 
@@ -7,6 +8,7 @@
 #include "build/graph_clone.h"
 #include "build/memory_planner.h"
 #include "build/profiles.h"
+#include "build/tactics.h"
 #include "ops/infer.h"
 #include "passes/pipeline.h"
 
@@ -73,11 +75,26 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
 
   Progress(options, "choosing tactics");
   KILN_ASSIGN_OR_RETURN(std::vector<Node*> order, graph->TopologicalOrder());
-  // Only the reference kernels exist so far: every layer runs them in FP32, whatever precision was asked.
-  for (const Node* n : order) {
-    plan.schedule.push_back(n);
-    plan.layers.push_back({"reference", "fp32"});
+  plan.schedule.assign(order.begin(), order.end());
+  // Tactics are timed on the first profile's opt shapes (a graph bound to them); layers without a fast
+  // candidate run the reference kernel. Every layer runs in FP32 whatever precision was asked, for now.
+  {
+    std::map<std::string, std::vector<int64_t>> sizes;
+    for (const plan::InputRange& r : plan.profiles.at(0).inputs) sizes[r.name] = r.opt;
+    std::vector<const Node*> bound_schedule;
+    KILN_ASSIGN_OR_RETURN(std::unique_ptr<Graph> bound,
+                          CloneWithInputSizes(*graph, sizes, &bound_schedule, &plan.schedule));
+    TacticOptions tactic_options;
+    tactic_options.progress = options.progress;
+    KILN_ASSIGN_OR_RETURN(std::vector<TacticChoice> choices, ChooseTactics(bound_schedule, tactic_options));
+    for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, "fp32"});
   }
+  // The plan needs only the libraries its tactics come from ("onednn.conv" -> "onednn").
+  std::erase_if(plan.target.libraries, [&](const std::pair<std::string, std::string>& lib) {
+    return lib.first != "reference" && std::none_of(plan.layers.begin(), plan.layers.end(), [&](const plan::LayerChoice& l) {
+             return l.tactic.rfind(lib.first + ".", 0) == 0;
+           });
+  });
   if (options.precision != Precision::kFp32) {
     Progress(options, std::string("no ") + PrecisionName(options.precision) +
                           " tactics exist yet: every layer falls back to fp32");

@@ -1,5 +1,7 @@
 #include "plan/target.h"
 
+#include "backends/cpu/cpu_kernels.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -77,9 +79,10 @@ std::vector<std::string> CpuFeatures() {
 }
 
 std::vector<std::pair<std::string, std::string>> AvailableLibraries() {
-  // The reference kernels are the only tactic source so far; their "version" changes when their results
-  // may change.
-  return {{"reference", "1"}};
+  // The reference kernels' "version" changes when their results may change.
+  std::vector<std::pair<std::string, std::string>> libs = {{"reference", "1"}};
+  if (cpu::HaveOneDnn()) libs.emplace_back("onednn", cpu::OneDnnVersion());
+  return libs;
 }
 
 TargetFingerprint CurrentTarget() {

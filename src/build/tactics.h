@@ -1,0 +1,39 @@
+// Tactic selection: for each layer, the candidate kernels (src/backends/cpu) are timed on the layer's
+// real shapes (one profile's opt shapes) with random activations and the real weights, and the fastest
+// that runs is kept. The reference kernel is the fallback: chosen when no fast tactic applies or when
+// every candidate fails on the real shapes (the reason is kept for --verbose reports).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "kiln/status.h"
+
+namespace kiln::build {
+
+struct TacticTiming {
+  std::string tactic;
+  double ms = 0;       // median time of one run; < 0 if it failed
+  std::string error;   // why it failed
+};
+
+struct TacticChoice {
+  std::string tactic = "reference";
+  std::vector<TacticTiming> timings;  // every candidate tried (empty: only the reference applies)
+};
+
+struct TacticOptions {
+  // Minimum timed runs per candidate and the time budget after which no more runs are made.
+  int min_runs = 3;
+  double budget_ms = 20;
+  std::function<void(const std::string&)> progress;  // "choosing tactics: 12/57 layers"
+};
+
+// `schedule` is the schedule of a graph bound to static shapes (build::CloneWithInputSizes); the result
+// is parallel to it.
+Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>& schedule,
+                                                  const TacticOptions& options = {});
+
+}  // namespace kiln::build

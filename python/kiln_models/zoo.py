@@ -302,6 +302,62 @@ def bert(layers=12, hidden=768, heads=12, ffn=3072, vocab=1000, max_pos=512):
     return net.model()
 
 
+# ---- VGG-16 (torchvision, no BN) --------------------------------------------------------------------------
+def vgg16(size=224):
+    net = Net("vgg16", 16)
+    x = image_input(net, size)
+    c = 3
+    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+        if v == "M":
+            x = net.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        else:
+            x = net.relu(net.conv(x, c, v, 3, bias=True))
+            c = v
+    side = size // 32
+    x = net.view_flat(x)
+    x = net.relu(net.linear2d(x, 512 * side * side, 4096))
+    x = net.relu(net.linear2d(x, 4096, 4096))
+    logits_output(net, net.linear2d(x, 4096, 1000))
+    return net.model()
+
+
+# ---- SSD-style detector: MobileNetV2 features at two scales + extra layers, box/class heads per scale -------
+def ssd_mobilenet(size=300, classes=91, anchors=6):
+    net = Net("ssd_mobilenet", 91)
+    x = image_input(net, size)
+    x = net.cbr(x, 3, 32, 3, 2, act="relu6")
+    c, feats = 32, []
+    for t, cout, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                          (6, 160, 3, 2), (6, 320, 1, 1)]:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = c * t
+            y = x if t == 1 else net.cbr(x, c, hidden, 1, act="relu6")
+            y = net.cbr(y, hidden, hidden, 3, stride, group=hidden, act="relu6")
+            y = net.cbr(y, hidden, cout, 1, act=None)
+            x = net.op("Add", [x, y]) if stride == 1 and c == cout else y
+            c = cout
+        if cout == 96:
+            feats.append((x, c))  # stride 16
+    feats.append((x, c))  # stride 32
+    for cout in [512, 256, 256, 128]:  # extra layers: 1x1 reduce, 3x3 stride 2
+        y = net.cbr(x, c, cout // 2, 1, act="relu6")
+        x = net.cbr(y, cout // 2, cout, 3, 2, act="relu6")
+        c = cout
+        feats.append((x, c))
+    boxes, scores = [], []
+    for f, fc in feats:
+        for out, per in [(boxes, 4), (scores, classes)]:
+            h = net.conv(f, fc, anchors * per, 3, bias=True)
+            h = net.op("Transpose", [h], perm=[0, 2, 3, 1])  # NHWC, then [batch, cells*anchors, per]
+            out.append(net.op("Reshape", [h, net.ints([0, -1, per])]))
+    b = net.op("Concat", boxes, axis=1)
+    sc = net.op("Softmax", [net.op("Concat", scores, axis=1)], axis=-1)
+    net.outputs.append(helper.make_tensor_value_info(b, TensorProto.FLOAT, ["batch", None, 4]))
+    net.outputs.append(helper.make_tensor_value_info(sc, TensorProto.FLOAT, ["batch", None, classes]))
+    return net.model()
+
+
 MODELS = {
     "resnet50": resnet50,
     "googlenet": googlenet,
@@ -309,6 +365,8 @@ MODELS = {
     "mobilenet_v2": mobilenet_v2,
     "efficientnet_b0": efficientnet_b0,
     "bert": bert,
+    "vgg16": vgg16,
+    "ssd_mobilenet": ssd_mobilenet,
 }
 
 
@@ -321,7 +379,12 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out_dir, exist_ok=True)
     for name in a.models.split(","):
-        model = bert(a.bert_layers) if name == "bert" else MODELS[name](a.size)
+        if name == "bert":
+            model = bert(a.bert_layers)
+        elif name == "ssd_mobilenet":
+            model = ssd_mobilenet(300 if a.size == 224 else a.size)
+        else:
+            model = MODELS[name](a.size)
         onnx.checker.check_model(model)
         path = os.path.join(a.out_dir, f"{name}.onnx")
         onnx.save(model, path)

@@ -32,6 +32,9 @@ struct BuildOptions {
   std::vector<std::string> disabled;
   std::string output;
   std::vector<std::string> shapes;
+  std::vector<std::string> profiles;
+  std::string device = "cpu";
+  bool fp16 = false;
 };
 
 // Nodes in the ONNX file's main graph, as the model's authors count them.
@@ -97,6 +100,23 @@ Status CheckOutputs(const Graph& original, const Graph& optimized, double tolera
   return Status::Ok();
 }
 
+// The end-of-build summary: layers, tactics chosen, memory per profile, build time.
+void PrintBuildSummary(const Engine& e, const std::string& path) {
+  std::map<std::string, int> tactics;
+  for (const LayerInfo& l : e.layers()) ++tactics[l.tactic + " (" + l.precision + ")"];
+  std::string t;
+  for (const auto& entry : tactics) t += (t.empty() ? "" : ", ") + entry.first + " x" + std::to_string(entry.second);
+  std::printf("plan written: %s\n", path.c_str());
+  std::printf("  target   %s\n", e.target_description().c_str());
+  std::printf("  layers   %zu; tactics: %s\n", e.layers().size(), t.c_str());
+  for (int p = 0; p < e.num_profiles(); ++p) {
+    const MemoryInfo m = e.memory(p);
+    std::printf("  memory   profile %d: arena %.2f MiB (naive %.2f MiB), weights %.2f MiB\n", p,
+                m.arena_bytes / 1048576.0, m.naive_bytes / 1048576.0, m.weight_bytes / 1048576.0);
+  }
+  std::printf("  built in %.2f s\n", e.build_seconds());
+}
+
 int RunBuild(const BuildOptions& o) {
   auto onnx_nodes = CountOnnxNodes(o.model);
   if (!onnx_nodes.ok()) return Fail(onnx_nodes.status());
@@ -125,18 +145,26 @@ int RunBuild(const BuildOptions& o) {
     // The plan is built from the file again by the engine builder (which runs the same pipeline), so what
     // is saved is exactly what Engine::BuildFromOnnx gives applications.
     ::kiln::BuildOptions bopts;
+    // --shapes entries merge into the first profile; each --profile adds one more.
     for (const std::string& s : o.shapes) {
       auto profile = ParseShapesOption(s);
       if (!profile.ok()) return Fail(profile.status().WithContext("--shapes " + s));
       if (bopts.profiles.empty()) bopts.profiles.push_back(std::move(profile).value());
       else for (auto& in : profile->inputs) bopts.profiles[0].inputs.insert(std::move(in));
     }
+    for (const std::string& s : o.profiles) {
+      auto profile = ParseShapesOption(s);
+      if (!profile.ok()) return Fail(profile.status().WithContext("--profile " + s));
+      bopts.profiles.push_back(std::move(profile).value());
+    }
+    bopts.device = o.device == "cuda" ? DeviceType::kCuda : DeviceType::kCpu;
+    bopts.precision = o.fp16 ? Precision::kFp16 : Precision::kFp32;
     bopts.progress = [](const std::string& line) { std::fprintf(stderr, "kiln build: %s\n", line.c_str()); };
     auto engine = Engine::BuildFromOnnx(o.model, bopts);
     if (!engine.ok()) return Fail(engine.status());
     Status saved = (*engine)->Save(o.output);
     if (!saved.ok()) return Fail(saved);
-    std::printf("plan written: %s\n", o.output.c_str());
+    PrintBuildSummary(**engine, o.output);
   }
   if (o.report) {
     std::printf("model %s: %zu ONNX nodes (%zu after import)\n", o.model.c_str(), *onnx_nodes,
@@ -176,6 +204,12 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("-o,--output", opts->output, "Write the optimized engine as a plan file");
   cmd->add_option("--shapes", opts->shapes,
                   "Input shape profile: NAME:1x3x224x224 or NAME:MIN..OPT..MAX (repeatable; see docs/PLANS.md)");
+  cmd->add_option("--profile", opts->profiles,
+                  "One more optimization profile, in the --shapes syntax (repeatable: one profile each)");
+  cmd->add_option("--device", opts->device, "Where the plan runs: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_flag("--fp16", opts->fp16, "Allow FP16 tactics (GPU; FP32 where a layer needs it)");
   cmd->callback([opts, &exit_code] { exit_code = RunBuild(*opts); });
 }
 

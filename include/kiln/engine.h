@@ -150,6 +150,13 @@ class HostTensor {
   std::shared_ptr<void> storage_;
 };
 
+// Where the time of the last Run went. On the CPU everything is compute.
+struct RunTimings {
+  double host_to_device_ms = 0;
+  double compute_ms = 0;
+  double device_to_host_ms = 0;
+};
+
 class Engine;
 
 // Per-thread execution state: the inputs, shapes and outputs of one inference at a time.
@@ -179,6 +186,10 @@ class ExecutionContext {
   Expected<HostTensor> GetOutput(const std::string& name) const;
   // The memory plan for the shapes of the last Run (or the profile's opt shapes before any Run).
   MemoryInfo memory() const;
+  // The time split of the last successful Run (host<->device copies and compute, for GPU plans).
+  RunTimings last_run_timings() const;
+  // The GPU this context runs on (GPU plans; -1 for CPU plans).
+  int device() const;
 
  private:
   std::unique_ptr<Impl> impl_;
@@ -217,8 +228,9 @@ class Engine {
   double build_seconds() const;
 
   // A new context. Contexts share the engine's weights (and keep them alive after the engine is
-  // released); each holds its own inputs and outputs.
-  std::unique_ptr<ExecutionContext> CreateContext() const;
+  // released); each holds its own inputs and outputs (and, for GPU plans, its device arena and stream on
+  // GPU `device`). Null if the context cannot be made (out of memory).
+  std::unique_ptr<ExecutionContext> CreateContext(int device = 0) const;
 
   struct Impl;
   // For Kiln's own tools: the engine's internals (src/runtime/engine_impl.h).

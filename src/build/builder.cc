@@ -9,6 +9,8 @@
 #include "build/memory_planner.h"
 #include "build/profiles.h"
 #include "build/tactics.h"
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_info.h"
 #include "ops/infer.h"
 #include "passes/pipeline.h"
 
@@ -25,6 +27,21 @@ Status Optimize(Graph& graph, const BuildOptions& options) {
   Progress(options, "optimized: " + std::to_string(report.layers_before) + " -> " +
                         std::to_string(report.layers_after) + " layers");
   return Status::Ok();
+}
+
+// A GPU build refuses the model if any layer cannot run on the GPU, naming every such layer at once.
+Status CheckGpuSupport(const Graph& graph) {
+  std::string missing;
+  int count = 0;
+  for (const Node* n : graph.nodes()) {
+    const std::string why = cuda::WhyUnsupported(*n);
+    if (why.empty()) continue;
+    if (++count <= 20) missing += (missing.empty() ? "" : "; ") + n->Label() + ": " + why;
+  }
+  if (count == 0) return Status::Ok();
+  if (count > 20) missing += "; and " + std::to_string(count - 20) + " more";
+  return Unsupported("the GPU cannot run " + std::to_string(count) + " layer(s) of this model: " + missing +
+                     " (build with --device cpu)");
 }
 
 }  // namespace
@@ -57,8 +74,12 @@ Expected<plan::PlanMemory> PlanMemoryForSizes(
 Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, const std::string& source) {
   const auto start = std::chrono::steady_clock::now();
   auto graph = std::make_shared<Graph>(std::move(graph_in));
-  if (options.device == DeviceType::kCuda) {
-    return Unsupported("CUDA plans are not implemented yet: build with --device cpu");
+  const bool gpu = options.device == DeviceType::kCuda;
+  if (gpu && !cuda::BackendCompiled()) {
+    return Unsupported("this build of Kiln has no CUDA backend (no CUDA toolkit at configure time): build with --device cpu");
+  }
+  if (gpu && cuda::DeviceCount() == 0) {
+    return Unsupported("--device cuda: no usable GPU (" + QueryCuda().unavailable_reason + ")");
   }
   if (options.optimize) {
     Progress(options, "optimizing");
@@ -67,9 +88,11 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
   KILN_RETURN_IF_ERROR(VerifyGraph(*graph));
   KILN_RETURN_IF_ERROR(ValidateGraphOps(*graph));
 
+  if (gpu) KILN_RETURN_IF_ERROR(CheckGpuSupport(*graph));
+
   plan::Plan plan;
   plan.source = source;
-  plan.target = plan::CurrentTarget();
+  plan.target = plan::CurrentTarget(gpu ? "cuda" : "cpu");
   Progress(options, "resolving profiles");
   KILN_ASSIGN_OR_RETURN(plan.profiles, ResolveProfiles(*graph, options.profiles));
 
@@ -84,13 +107,24 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
     std::vector<const Node*> bound_schedule;
     KILN_ASSIGN_OR_RETURN(std::unique_ptr<Graph> bound,
                           CloneWithInputSizes(*graph, sizes, &bound_schedule, &plan.schedule));
-    TacticOptions tactic_options;
-    tactic_options.progress = options.progress;
-    KILN_ASSIGN_OR_RETURN(std::vector<TacticChoice> choices, ChooseTactics(bound_schedule, tactic_options));
-    for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, "fp32"});
+    if (gpu) {
+      cuda::CudaBuildOptions cuda_options;
+      cuda_options.fp16 = options.precision == Precision::kFp16;
+      KILN_ASSIGN_OR_RETURN(std::vector<cuda::CudaLayerChoice> choices,
+                            cuda::ChooseCudaTactics(bound_schedule, cuda_options));
+      if (choices.size() != bound_schedule.size()) return Internal("the CUDA backend chose tactics for another schedule");
+      for (const cuda::CudaLayerChoice& c : choices) plan.layers.push_back({c.tactic, c.precision});
+    } else {
+      TacticOptions tactic_options;
+      tactic_options.progress = options.progress;
+      KILN_ASSIGN_OR_RETURN(std::vector<TacticChoice> choices, ChooseTactics(bound_schedule, tactic_options));
+      for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, "fp32"});
+    }
   }
-  // The plan needs only the libraries its tactics come from ("onednn.conv" -> "onednn").
+  // The plan needs only the libraries its tactics come from ("onednn.conv" -> "onednn"); a GPU plan needs
+  // the CUDA runtime, cuDNN and cuBLASLt it was built with.
   std::erase_if(plan.target.libraries, [&](const std::pair<std::string, std::string>& lib) {
+    if (gpu && (lib.first == "cuda" || lib.first == "cudnn" || lib.first == "cublaslt")) return false;
     return lib.first != "reference" && std::none_of(plan.layers.begin(), plan.layers.end(), [&](const plan::LayerChoice& l) {
              return l.tactic.rfind(lib.first + ".", 0) == 0;
            });

@@ -228,7 +228,9 @@ Expected<Plan> Parse(const uint8_t* data, size_t size, std::shared_ptr<void> sto
   plan.storage = storage;
   plan.target = GetTarget(r);
   if (!r.ok()) return Corrupt(r.error());
-  if (options.check_target) KILN_RETURN_IF_ERROR(CheckTargetCompatible(plan.target, CurrentTarget()));
+  if (options.check_target) {
+    KILN_RETURN_IF_ERROR(CheckTargetCompatible(plan.target, CurrentTarget(plan.target.device == "cuda" ? "cuda" : "cpu")));
+  }
   plan.source = r.GetString("source");
   plan.build_seconds = r.Get<double>("build time");
   auto graph = std::make_shared<Graph>();

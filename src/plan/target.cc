@@ -1,6 +1,7 @@
 #include "plan/target.h"
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cuda/cuda_info.h"
 
 #include <algorithm>
 #include <cstring>
@@ -85,9 +86,16 @@ std::vector<std::pair<std::string, std::string>> AvailableLibraries() {
   return libs;
 }
 
-TargetFingerprint CurrentTarget() {
+TargetFingerprint CurrentTarget(const std::string& device) {
   TargetFingerprint t;
-  t.device = "cpu";
+  t.device = device;
+  if (device == "cuda") {
+    const CudaInfo& cuda = QueryCuda();
+    if (!cuda.devices.empty()) t.cuda_compute_capability = cuda.devices[0].sm_major * 10 + cuda.devices[0].sm_minor;
+    t.libraries.emplace_back("cuda", cuda.runtime_version);
+    t.libraries.emplace_back("cudnn", cuda.cudnn_version);
+    t.libraries.emplace_back("cublaslt", cuda.cublas_version);
+  }
 #if defined(__x86_64__)
   t.arch = "x86_64";
   t.cpu_name = BrandString();
@@ -97,7 +105,7 @@ TargetFingerprint CurrentTarget() {
   t.arch = "unknown";
 #endif
   t.cpu_features = CpuFeatures();
-  t.libraries = AvailableLibraries();
+  for (auto& lib : AvailableLibraries()) t.libraries.push_back(std::move(lib));
 #ifdef KILN_VERSION
   t.kiln_version = KILN_VERSION;
 #endif

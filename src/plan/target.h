@@ -25,8 +25,9 @@ struct TargetFingerprint {
   std::string kiln_version;         // informational
 };
 
-// The machine this process runs on, with the kernel libraries this build has.
-TargetFingerprint CurrentTarget();
+// The machine this process runs on, with the kernel libraries this build has. For device "cuda": GPU 0's
+// compute capability (0 without a GPU) and the CUDA libraries' versions.
+TargetFingerprint CurrentTarget(const std::string& device = "cpu");
 // The x86-64 ISA features of this CPU that the OS also enables (AVX state saved, ...), by cpuid names:
 // "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
 // "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16". Empty on other architectures.

@@ -1,5 +1,6 @@
 // ExecutionContext: per-thread inputs, shape checks against the selected profile, execution, outputs.
 // HostTensor lives here too.
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -150,8 +151,21 @@ Status ExecutionContext::Run() {
       if (!impl_->inputs.count(b.name)) return InvalidArgument("input '" + b.name + "' was not set");
     }
     impl_->outputs.clear();
+    impl_->timings = {};
+    if (e.plan.target.device == "cuda") {
+      if (!impl_->gpu) {
+        KILN_ASSIGN_OR_RETURN(impl_->gpu, cuda::CudaExecutor::Create(e.plan, impl_->device));
+      }
+      KILN_ASSIGN_OR_RETURN(impl_->outputs, impl_->gpu->Run(impl_->inputs));
+      const cuda::CudaRunTimings t = impl_->gpu->last_timings();
+      impl_->timings = {t.host_to_device_ms, t.compute_ms, t.device_to_host_ms};
+      return Status::Ok();
+    }
     if (!impl_->executor) impl_->executor = std::make_unique<PlanExecutor>(e.plan);
+    const auto start = std::chrono::steady_clock::now();
     KILN_ASSIGN_OR_RETURN(impl_->outputs, impl_->executor->Run(impl_->inputs));
+    impl_->timings.compute_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     return Status::Ok();
   });
 }
@@ -185,6 +199,10 @@ Expected<HostTensor> ExecutionContext::GetOutput(const std::string& name) const 
     return HostTensor::Wrap(ToDataType(holder->dtype()), holder->sizes(), p, holder);
   });
 }
+
+RunTimings ExecutionContext::last_run_timings() const { return impl_->timings; }
+
+int ExecutionContext::device() const { return impl_->engine->plan.target.device == "cuda" ? impl_->device : -1; }
 
 MemoryInfo ExecutionContext::memory() const {
   const Engine::Impl& e = *impl_->engine;

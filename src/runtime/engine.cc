@@ -170,10 +170,11 @@ uint32_t Engine::plan_format_version() const { return impl_->plan.format_version
 const std::string& Engine::source() const { return impl_->plan.source; }
 double Engine::build_seconds() const { return impl_->plan.build_seconds; }
 
-std::unique_ptr<ExecutionContext> Engine::CreateContext() const {
+std::unique_ptr<ExecutionContext> Engine::CreateContext(int device) const {
   try {
     auto impl = std::make_unique<ExecutionContext::Impl>();
     impl->engine = impl_;
+    impl->device = device;
     impl->declared.resize(impl_->inputs.size());
     impl->has_declared.resize(impl_->inputs.size(), false);
     return std::make_unique<ExecutionContext>(std::move(impl));

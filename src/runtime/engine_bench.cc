@@ -131,13 +131,14 @@ LatencyStats ComputeLatencyStats(std::vector<double> seconds) {
 std::string FormatCsv(const std::vector<BatchResult>& results) {
   std::string s =
       "batch,throughput_per_s,latency_mean_ms,latency_median_ms,latency_p99_ms,latency_min_ms,latency_max_ms,"
-      "latency_p90_ms,latency_std_ms,iterations\n";
+      "latency_p90_ms,latency_std_ms,iterations,h2d_mean_ms,compute_mean_ms,d2h_mean_ms\n";
   for (const BatchResult& r : results) {
     const LatencyStats& l = r.latency;
     s += std::to_string(r.batch) + "," + Fmt("%.3f", r.throughput_per_s) + "," + Fmt("%.4f", l.mean * 1e3) +
          "," + Fmt("%.4f", l.median * 1e3) + "," + Fmt("%.4f", l.p99 * 1e3) + "," + Fmt("%.4f", l.min * 1e3) +
          "," + Fmt("%.4f", l.max * 1e3) + "," + Fmt("%.4f", l.p90 * 1e3) + "," + Fmt("%.4f", l.stddev * 1e3) +
-         "," + std::to_string(l.count) + "\n";
+         "," + std::to_string(l.count) + "," + Fmt("%.4f", r.h2d_mean_ms) + "," + Fmt("%.4f", r.compute_mean_ms) +
+         "," + Fmt("%.4f", r.d2h_mean_ms) + "\n";
   }
   return s;
 }

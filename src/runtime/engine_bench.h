@@ -21,10 +21,14 @@ struct BatchResult {
   int64_t batch = 0;
   LatencyStats latency;
   double throughput_per_s = 0;  // samples (batch items) per second: batch * runs / total time
+  // Mean milliseconds per run spent copying inputs to the device, computing, and copying outputs back
+  // (GPU plans; on the CPU everything is compute).
+  double h2d_mean_ms = 0, compute_mean_ms = 0, d2h_mean_ms = 0;
 };
 
 // The header and one row per batch: batch, throughput_per_s, latency_mean_ms, latency_median_ms,
-// latency_p99_ms, latency_min_ms, latency_max_ms, latency_p90_ms, latency_std_ms, iterations.
+// latency_p99_ms, latency_min_ms, latency_max_ms, latency_p90_ms, latency_std_ms, iterations,
+// h2d_mean_ms, compute_mean_ms, d2h_mean_ms.
 std::string FormatCsv(const std::vector<BatchResult>& results);
 
 // An SVG document with two panels side by side: mean and p99 latency (ms) vs batch, throughput vs batch

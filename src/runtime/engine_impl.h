@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "kiln/engine.h"
 #include "plan/plan.h"
+#include "backends/cuda/cuda_backend.h"
 #include "runtime/plan_executor.h"
 #include "runtime/reference_executor.h"
 
@@ -34,7 +35,10 @@ struct ExecutionContext::Impl {
   std::vector<bool> has_declared;
   TensorMap inputs;
   TensorMap outputs;
-  std::unique_ptr<PlanExecutor> executor;  // created at the first Run
+  std::unique_ptr<PlanExecutor> executor;          // CPU plans: created at the first Run
+  std::unique_ptr<cuda::CudaExecutor> gpu;         // GPU plans: created at the first Run
+  int device = 0;                                  // the GPU for GPU plans
+  RunTimings timings;
 };
 
 // Conversions between the public DataType and the internal DType (the values agree).

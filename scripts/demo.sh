@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: sets up and builds Kiln (scripts/setup.sh), then classifies eight ImageNet sample images with
-# torchvision's MobileNetV2 running on Kiln's reference CPU kernels, printing the top-5 classes of each.
+# torchvision's MobileNetV2 built into a Kiln engine (optimizer, fast CPU tactics where available), printing
+# the top-5 classes of each.
 #
 # Usage: bash scripts/demo.sh [IMAGE...]   (default: 8 images from ../shared/data/imagenet-sample)
 set -euo pipefail

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +18,8 @@
 #include <vector>
 
 #include "cli_common.h"
+#include "kiln/engine.h"
+#include "runtime/engine_impl.h"
 #include "commands.h"
 #include "image_io.h"
 #include "runtime/reference_executor.h"
@@ -243,10 +246,22 @@ int RunClassify(const ClassifyOptions& opt) {
   if (!model.ok()) return Fail(model.status());
   auto spec = InspectModel(*model);
   if (!spec.ok()) return Fail(spec.status());
-  ChooseDevice(opt.device);
+  const DeviceKind device = ChooseDevice(opt.device);
 
   const int64_t batch = spec->static_batch ? *spec->static_batch : std::max(1, opt.batch);
   const int64_t crop = spec->preprocess.crop;
+  // One engine (optimizer, tactics, arena) for batches of 1..batch images.
+  BuildOptions build;
+  build.device = device == DeviceKind::kCuda ? DeviceType::kCuda : DeviceType::kCpu;
+  if (!spec->static_batch) {
+    OptimizationProfile profile;
+    profile.inputs[spec->input] = InputProfile{{1, 3, crop, crop}, {batch, 3, crop, crop}, {batch, 3, crop, crop}};
+    build.profiles.push_back(std::move(profile));
+  }
+  auto engine = Engine::BuildFromOnnx(opt.model, build);
+  if (!engine.ok()) return Fail(engine.status());
+  auto ctx = (*engine)->CreateContext();
+  if (!ctx) return Fail("out of memory creating an execution context");
   const int64_t image_floats = 3 * crop * crop;
   Tally tally;
   double run_seconds = 0;
@@ -275,16 +290,17 @@ int RunClassify(const ClassifyOptions& opt) {
     data.resize(n * image_floats, 0.f);  // a fixed batch is padded with zero images
     Tensor input(DType::kFloat32, {n, 3, crop, crop});
     std::copy(data.begin(), data.end(), input.data<float>());
-    TensorMap inputs;
-    inputs[spec->input] = std::move(input);
     const auto start = std::chrono::steady_clock::now();
-    auto outputs = RunReference(model->graph, inputs);
+    Status st = ctx->SetInput(spec->input, input.raw_data(), DataType::kFloat32, input.sizes());
+    if (st.ok()) st = ctx->Run();
     run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ++runs;
-    if (!outputs.ok()) return Fail(outputs.status().WithContext(opt.model));
-    auto it = outputs->find(spec->output);
-    if (it == outputs->end()) return Fail(opt.model + ": output '" + spec->output + "' was not computed");
-    Tensor scores = it->second.dtype() == DType::kFloat32 ? it->second : it->second.CastTo(DType::kFloat32);
+    if (!st.ok()) return Fail(st.WithContext(opt.model));
+    auto out = ctx->GetOutput(spec->output);
+    if (!out.ok()) return Fail(out.status().WithContext(opt.model));
+    Tensor raw(ToDType(out->dtype()), out->dims());
+    if (raw.nbytes() > 0) std::memcpy(raw.raw_data(), out->data(), raw.nbytes());
+    Tensor scores = raw.dtype() == DType::kFloat32 ? raw : raw.CastTo(DType::kFloat32);
     if (scores.rank() < 1 || scores.size(0) != n || scores.numel() % n != 0 || scores.numel() == 0) {
       return Fail(opt.model + ": output '" + spec->output + "' is " + scores.Description() +
                   ", expected class scores [" + std::to_string(n) + ",classes]");
@@ -296,8 +312,9 @@ int RunClassify(const ClassifyOptions& opt) {
     }
   }
   const int classified = static_cast<int>(paths->size()) - tally.failed;
-  std::printf("classified %d image%s in %d run%s of the reference CPU kernels, %s\n", classified,
-              classified == 1 ? "" : "s", runs, runs == 1 ? "" : "s", FormatDuration(run_seconds).c_str());
+  std::printf("classified %d image%s in %d run%s (%zu layers; %s), %s\n", classified, classified == 1 ? "" : "s",
+              runs, runs == 1 ? "" : "s", (*engine)->layers().size(), (*engine)->target_description().c_str(),
+              FormatDuration(run_seconds).c_str());
   if (tally.known > 0) {
     std::printf("accuracy over %d labelled image%s: top-1 %d/%d (%.1f%%), top-5 %d/%d (%.1f%%)\n",
                 tally.known, tally.known == 1 ? "" : "s", tally.top1, tally.known,

@@ -41,9 +41,10 @@ bool IsPlanFile(const std::string& path) {
 
 // Builds (ONNX) for exactly these input sizes, or checks them against a loaded plan's profile, then runs.
 Expected<TensorMap> RunEngine(const RunOptions& opt, std::shared_ptr<Engine> engine, const TensorMap& inputs,
-                              std::string* how) {
+                              DeviceKind device, std::string* how) {
   if (!engine) {
     BuildOptions build;
+    build.device = device == DeviceKind::kCuda ? DeviceType::kCuda : DeviceType::kCpu;
     OptimizationProfile profile;
     for (const auto& [name, t] : inputs) profile.inputs[name] = InputProfile{t.sizes(), t.sizes(), t.sizes()};
     build.profiles.push_back(std::move(profile));
@@ -163,10 +164,10 @@ int RunRun(const RunOptions& opt) {
                 origin.c_str());
   }
 
-  ChooseDevice(opt.device);
+  const DeviceKind device = opt.reference ? ChooseDevice("cpu") : ChooseDevice(opt.device);
   const auto start = std::chrono::steady_clock::now();
   std::string how = "reference CPU kernels, unoptimized";
-  auto outputs = opt.reference ? RunReference(graph, inputs) : RunEngine(opt, engine, inputs, &how);
+  auto outputs = opt.reference ? RunReference(graph, inputs) : RunEngine(opt, engine, inputs, device, &how);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!outputs.ok()) return Fail(outputs.status().WithContext(opt.model));
 

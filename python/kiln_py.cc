@@ -119,7 +119,7 @@ kiln::Precision ParsePrecision(const std::string& s) {
 }
 
 std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, const std::string& precision,
-                                    const std::string& device, bool optimize) {
+                                    const std::string& device, bool optimize, bool fast_kernels) {
   kiln::BuildOptions options;
   options.precision = ParsePrecision(precision);
   if (device == "cuda") {
@@ -128,6 +128,7 @@ std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, 
     Raise(kiln::InvalidArgument("device must be cpu or cuda, got '" + device + "'"));
   }
   options.optimize = optimize;
+  options.fast_kernels = fast_kernels;
   std::vector<std::string> specs;
   if (py::isinstance<py::str>(shapes)) {
     specs.push_back(py::cast<std::string>(shapes));
@@ -221,9 +222,9 @@ PYBIND11_MODULE(_kiln, m) {
 
   m.def(
       "build", &Build, "onnx_path"_a, "shapes"_a = py::none(), "precision"_a = "fp32", "device"_a = "cpu",
-      "optimize"_a = true,
+      "optimize"_a = true, "fast_kernels"_a = true,
       "Builds an engine from an ONNX model. shapes: a shapes option string (NAME:MIN..OPT..MAX) or a list of "
-      "them, one per optimization profile.");
+      "them, one per optimization profile. fast_kernels=False runs every layer with its reference kernel.");
   m.def("load", &Load, "plan_path"_a, "Loads a plan saved by Engine.save().");
   m.def(
       "load_bytes",

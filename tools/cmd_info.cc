@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "backends/cuda/cuda_info.h"
+#include "backends/cpu/cpu_kernels.h"
 #include "cli_common.h"
 #include "commands.h"
 #include "onnx/importer.h"
@@ -35,7 +36,8 @@ int RunInfo() {
   const CudaInfo& cuda = QueryCuda();
   Line("version", KILN_VERSION);
   Line("cpu reference kernels", "yes");
-  Line("onednn", "no (not yet used)");
+  Line("onednn", cpu::HaveOneDnn() ? "yes (" + cpu::OneDnnVersion() + ", OpenMP threads)"
+                                   : std::string("no (Kiln was built without oneDNN)"));
   if (cuda.compiled) {
     Line("cuda", "yes (runtime " + cuda.runtime_version + ", cudnn " + cuda.cudnn_version + ", cublaslt " +
                      cuda.cublas_version + ")");

@@ -79,6 +79,9 @@ struct BuildOptions {
   std::vector<OptimizationProfile> profiles;
   // Run the optimizer's pass pipeline before lowering.
   bool optimize = true;
+  // Choose fast kernels (tactics) where one applies; false: every layer runs its reference kernel, the
+  // oracle (to tell a tactic's error from the optimizer's). CPU plans only.
+  bool fast_kernels = true;
   // Called with a short line for each build stage ("importing", "planning memory", ...). Optional.
   std::function<void(const std::string&)> progress;
 };

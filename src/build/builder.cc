@@ -117,7 +117,10 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
     } else {
       TacticOptions tactic_options;
       tactic_options.progress = options.progress;
-      KILN_ASSIGN_OR_RETURN(std::vector<TacticChoice> choices, ChooseTactics(bound_schedule, tactic_options));
+      std::vector<TacticChoice> choices(bound_schedule.size());
+      if (options.fast_kernels) {
+        KILN_ASSIGN_OR_RETURN(choices, ChooseTactics(bound_schedule, tactic_options));
+      }
       for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, "fp32"});
     }
   }

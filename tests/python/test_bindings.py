@@ -73,7 +73,7 @@ def test_build_save_load_run_matches_onnxruntime(cnn, tmp_path, batch):
 
 
 def test_engine_description(cnn):
-    engine = kiln.build(cnn, optimize=False)
+    engine = kiln.build(cnn, optimize=False, fast_kernels=False)
     (inp,) = engine.inputs
     assert inp["name"] == "x" and inp["dtype"] == "f32"
     assert inp["shape"] == ["batch", 3, 16, 16]
@@ -91,6 +91,11 @@ def test_engine_description(cnn):
     optimized = kiln.build(cnn)
     assert len(optimized.layers) < len(engine.layers)
     assert "kiln.FusedConv" in [layer["op"] for layer in optimized.layers]
+    # With fast kernels (the default) the conv gets a oneDNN tactic when this build has oneDNN.
+    conv = next(layer for layer in optimized.layers if layer["op"] == "kiln.FusedConv")
+    assert conv["tactic"] == "reference" or conv["tactic"].startswith("onednn.")
+    if "onednn" in optimized.target:
+        assert conv["tactic"].startswith("onednn.")
 
 
 def test_profiles_and_errors(cnn, tmp_path):

@@ -2,6 +2,8 @@
 // shapes parsing, contexts on threads, asynchronous runs, corrupted plan files.
 #include <gtest/gtest.h>
 
+#include "backends/cpu/cpu_kernels.h"
+
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -20,12 +22,14 @@ std::vector<float> Pixels(int64_t batch, uint32_t seed) {
   return plan_test::RandomFloats(static_cast<size_t>(batch * 3 * 8 * 8), seed);
 }
 
-// Without the optimizer the plan's graph is the imported graph: results are bit-identical to the reference.
+// Without the optimizer and with the reference kernels the plan's graph is the imported graph: results are
+// bit-identical to the reference executor's.
 TEST(Engine, BuildSaveLoadRunMatchesReference) {
   TempDir dir;
   const std::string onnx = dir.Write("cnn.onnx", plan_test::SmallCnnOnnx());
   BuildOptions options;
   options.optimize = false;
+  options.fast_kernels = false;
   auto built = Engine::BuildFromOnnx(onnx, options);
   ASSERT_TRUE(built.ok()) << built.status().ToString();
   const std::string plan = dir.File("cnn.plan");
@@ -108,6 +112,13 @@ TEST(Engine, OptimizedEngineMatchesReference) {
   ASSERT_TRUE(ref.ok());
   ASSERT_EQ(y->numel(), 15);
   for (int i = 0; i < 15; ++i) EXPECT_NEAR(y->data_as<float>()[i], ref->at("y").data<float>()[i], 1e-5f) << i;
+  // With oneDNN the fused conv runs a oneDNN tactic (chosen by timing), and the plan names the library.
+  if (cpu::HaveOneDnn()) {
+    bool onednn = false;
+    for (const LayerInfo& l : (*e)->layers()) onednn |= l.tactic.rfind("onednn.", 0) == 0;
+    EXPECT_TRUE(onednn);
+    EXPECT_NE((*e)->target_description().find("onednn"), std::string::npos) << (*e)->target_description();
+  }
 }
 
 TEST(Engine, ShapesOutsideTheProfileAreRefused) {

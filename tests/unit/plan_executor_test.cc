@@ -27,7 +27,8 @@ bool BitEqual(const Tensor& a, const Tensor& b) {
 
 Expected<plan::Plan> PlanOf(Graph g) {
   BuildOptions options;
-  options.optimize = false;  // the graph as built: every op kind the test chose stays
+  options.optimize = false;       // the graph as built: every op kind the test chose stays
+  options.fast_kernels = false;   // the same kernels as the reference executor: results bit-identical
   return build::BuildPlan(std::move(g), options, "test");
 }
 

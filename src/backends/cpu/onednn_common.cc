@@ -1,0 +1,97 @@
+#include "backends/cpu/onednn_common.h"
+
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <new>
+
+namespace kiln::cpu::onednn {
+
+using dnnl::algorithm;
+using dnnl::memory;
+
+const dnnl::engine& Engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+Status Guard(const char* what, const std::function<Status()>& fn) {
+  try {
+    return fn();
+  } catch (const dnnl::error& e) {
+    return Unsupported(std::string(what) + ": oneDNN: " + e.what());
+  } catch (const std::bad_alloc&) {
+    return OutOfRange(std::string(what) + ": out of memory");
+  } catch (const std::exception& e) {
+    return Internal(std::string(what) + ": " + e.what());
+  }
+}
+
+bool AppendActivation(const Attributes& attrs, dnnl::post_ops& po) {
+  const std::string act = attrs.GetString("activation", "");
+  if (act.empty()) return true;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const bool is_clip = act == "Clip";
+  const bool is_hsig = act == "HardSigmoid";
+  const float alpha = attrs.GetFloat("activation_alpha",
+                                     is_clip ? -kInf : (is_hsig ? 0.2f : (act == "LeakyRelu" ? 0.01f : 1.f)));
+  const float beta = attrs.GetFloat("activation_beta", is_clip ? kInf : (is_hsig ? 0.5f : 0.f));
+  if (act == "Relu") {
+    po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+  } else if (act == "Tanh") {
+    po.append_eltwise(1.f, algorithm::eltwise_tanh, 0.f, 0.f);
+  } else if (act == "Sigmoid") {
+    po.append_eltwise(1.f, algorithm::eltwise_logistic, 0.f, 0.f);
+  } else if (act == "Gelu") {
+    po.append_eltwise(1.f, algorithm::eltwise_gelu_erf, 0.f, 0.f);
+  } else if (act == "GeluTanh") {
+    po.append_eltwise(1.f, algorithm::eltwise_gelu_tanh, 0.f, 0.f);
+  } else if (act == "HardSwish") {
+    // oneDNN 2.6's hardswish is x * relu6(x + 3) / 6, the ONNX definition (it ignores alpha and beta).
+    po.append_eltwise(1.f, algorithm::eltwise_hardswish, 0.f, 0.f);
+  } else if (act == "LeakyRelu") {
+    po.append_eltwise(1.f, algorithm::eltwise_relu, alpha, 0.f);
+  } else if (act == "Clip") {
+    // An absent bound is infinite; the largest finite float clamps every finite value the same way and
+    // keeps infinities out of the jit's constant tables.
+    const float lo = std::isinf(alpha) && alpha < 0 ? std::numeric_limits<float>::lowest() : alpha;
+    const float hi = std::isinf(beta) && beta > 0 ? std::numeric_limits<float>::max() : beta;
+    po.append_eltwise(1.f, algorithm::eltwise_clip, lo, hi);
+  } else if (act == "HardSigmoid") {
+    // No hardsigmoid eltwise before oneDNN 2.7: clamp(alpha * x + beta, 0, 1) as linear then clip.
+    po.append_eltwise(1.f, algorithm::eltwise_linear, alpha, beta);
+    po.append_eltwise(1.f, algorithm::eltwise_clip, 0.f, 1.f);
+  } else if (act == "Swish") {
+    po.append_eltwise(1.f, algorithm::eltwise_swish, alpha, 0.f);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+memory::desc PlainDesc(const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> strides(sizes.size(), 1);
+  for (size_t i = sizes.size(); i-- > 1;) strides[i - 1] = strides[i] * std::max<int64_t>(sizes[i], 1);
+  return StridedDesc(sizes, strides);
+}
+
+memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
+  return memory::desc(memory::dims(sizes.begin(), sizes.end()), memory::data_type::f32,
+                      memory::dims(strides.begin(), strides.end()));
+}
+
+dnnl::memory Wrap(const memory::desc& md, const Tensor& t) {
+  return dnnl::memory(md, Engine(), const_cast<void*>(t.raw_data()));
+}
+
+dnnl::memory Wrap(const memory::desc& md, void* data) { return dnnl::memory(md, Engine(), data); }
+
+Status RunReferenceKernel(KernelContext& ctx) {
+  const OpSchema* schema = OpRegistry::Global().Find(ctx.node().op());
+  if (!schema || !schema->run) return Unsupported(ctx.node().Label() + ": no reference kernel");
+  return schema->run(ctx);
+}
+
+bool IsF32(const Value* v) { return v && v->dtype() == DType::kFloat32; }
+
+}  // namespace kiln::cpu::onednn

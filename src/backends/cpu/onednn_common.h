@@ -1,0 +1,51 @@
+// Shared pieces of the oneDNN tactics: the CPU engine, error translation, fused activations as eltwise
+// post-ops, plain memory descriptors, and the fallback to the reference kernel for degenerate shapes.
+//
+// Threading: Debian's libdnnl (2.6) is built with DNNL_CPU_RUNTIME=OMP, i.e. it runs its primitives on
+// libgomp's OpenMP pool. The thread count is OpenMP's (OMP_NUM_THREADS, default: all cores); Kiln adds no
+// pool of its own. Two execution contexts running at once each call into the same OpenMP runtime.
+#pragma once
+
+#include <dnnl.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ir/graph.h"
+#include "kiln/status.h"
+#include "ops/registry.h"
+
+namespace kiln::cpu::onednn {
+
+// The process-wide CPU engine (created on first use; oneDNN engines are safe to share between threads).
+const dnnl::engine& Engine();
+
+// Runs `fn`, turning oneDNN and standard exceptions into an error Status naming `what`: oneDNN's C++ API
+// throws, and nothing may be thrown across Kiln's interfaces.
+Status Guard(const char* what, const std::function<Status()>& fn);
+
+// The node's fused activation (`activation`, `activation_alpha`, `activation_beta`, defaults as in
+// src/ops/fused.cc) appended to `po` as eltwise post-ops. Returns false for an activation oneDNN 2.6
+// cannot express (the tactic then declines).
+bool AppendActivation(const Attributes& attrs, dnnl::post_ops& po);
+
+// A dense row-major f32 descriptor of `sizes` (the layout of a Kiln Tensor).
+dnnl::memory::desc PlainDesc(const std::vector<int64_t>& sizes);
+// Same dims with explicit element strides.
+dnnl::memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides);
+
+// A memory object over a tensor's storage (oneDNN takes a non-const handle; inputs are only read).
+dnnl::memory Wrap(const dnnl::memory::desc& md, const Tensor& t);
+dnnl::memory Wrap(const dnnl::memory::desc& md, void* data);
+
+// The node's reference kernel on `ctx`: used for shapes the primitives do not cover (zero-sized dims),
+// so a tactic chosen on real shapes still answers every input the reference kernel answers.
+Status RunReferenceKernel(KernelContext& ctx);
+
+// Whether value `v` (may be null) has dtype f32.
+bool IsF32(const Value* v);
+
+}  // namespace kiln::cpu::onednn

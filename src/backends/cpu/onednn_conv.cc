@@ -1,0 +1,252 @@
+// Conv and kiln.FusedConv on oneDNN's convolution primitive: Y = act(Conv(X, W, B) + Z), with the
+// residual Z as a sum post-op (Z is first copied into Y's memory) and the activation as eltwise post-ops.
+// 1-, 2- and 3-D convolutions, groups (depthwise included), strides, dilations, explicit or auto pads.
+//
+// Weights are reordered once into the primitive's preferred (blocked) layout and kept; primitives are
+// created per distinct input shape and cached. Activations stay in Kiln's plain layout at the kernel's
+// boundary: "onednn.conv" lets oneDNN pick its own activation layout and reorders X, Z and Y on every
+// call, "onednn.conv_nchw" runs on the plain layout directly; the builder times both. Keeping blocked
+// activations between layers (layout propagation) is future work and would remove the per-call reorders.
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "backends/cpu/onednn_common.h"
+#include "backends/cpu/onednn_kernels.h"
+#include "ops/kernels/nn_common.h"
+
+namespace kiln::cpu::onednn {
+namespace {
+
+using dnnl::memory;
+
+// Bounds the per-shape primitive cache (a server sees few distinct batch sizes; a fuzzer many).
+constexpr size_t kMaxCachedShapes = 16;
+
+// Why the node cannot run on these kernels, or "" when it can.
+std::string WhyNotConv(const Node& node) {
+  const Value* x = node.input(0);
+  const Value* w = node.input(1);
+  if (!IsF32(x) || !IsF32(w)) return "X and W must be f32";
+  if (node.input(2) && !IsF32(node.input(2))) return "B must be f32";
+  if (node.num_outputs() != 1 || !node.output(0)) return "one output expected";
+  if (!x->shape() || !w->shape()) return "X and W need known ranks";
+  const size_t rank = x->shape()->rank();
+  if (rank < 3 || rank > 5 || w->shape()->rank() != rank) return "only 1-D to 3-D convolutions";
+  if (node.op() == OpKind::kFusedConv) {
+    if (const Value* z = node.input(3)) {
+      if (!IsF32(z)) return "Z must be f32";
+      const auto& ys = node.output(0)->shape();
+      if (!z->shape() || !ys || *z->shape() != *ys) return "the residual Z must have Y's shape";
+    }
+    dnnl::post_ops po;
+    if (!AppendActivation(node.attrs(), po)) return "activation not supported";
+  }
+  return "";
+}
+
+class ConvKernel final : public CpuKernel {
+ public:
+  ConvKernel(bool blocked, bool fused, bool weights_constant)
+      : blocked_(blocked), fused_(fused), weights_constant_(weights_constant) {}
+
+  Status Run(KernelContext& ctx) override {
+    return Guard(blocked_ ? "onednn.conv" : "onednn.conv_nchw", [&] { return RunImpl(ctx); });
+  }
+
+ private:
+  // Everything that depends on the input shapes.
+  struct Prepared {
+    dnnl::convolution_forward conv;
+    memory::desc src_user, dst_user, weights_user, bias_user;
+    memory::desc src, dst, weights;
+    std::optional<dnnl::reorder> src_in, dst_in, dst_out;  // set where the layouts differ
+    memory src_buf, dst_buf;                               // scratch in the primitive's layouts
+    std::vector<int64_t> y_sizes;
+  };
+
+  Expected<Prepared*> Prepare(const KernelContext& ctx, const Tensor& x, const Tensor& w, bool bias,
+                              bool residual, const WindowGeometry& g, int64_t group);
+  Status RunImpl(KernelContext& ctx);
+  memory& PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s);
+
+  const bool blocked_;
+  const bool fused_;
+  const bool weights_constant_;
+  std::map<std::vector<int64_t>, std::unique_ptr<Prepared>> cache_;
+  // Weights in each layout a cached primitive asked for, and the storage they were packed from.
+  struct Packed {
+    memory::desc desc;
+    memory mem;
+    const void* from = nullptr;
+  };
+  std::vector<Packed> packed_;
+  std::optional<dnnl::stream> stream_;
+};
+
+Expected<ConvKernel::Prepared*> ConvKernel::Prepare(const KernelContext& ctx, const Tensor& x, const Tensor& w,
+                                                    bool bias, bool residual, const WindowGeometry& g,
+                                                    int64_t group) {
+  std::vector<int64_t> key = x.sizes();
+  key.insert(key.end(), w.sizes().begin(), w.sizes().end());
+  key.push_back(bias);
+  key.push_back(residual);
+  if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
+  if (cache_.size() >= kMaxCachedShapes) cache_.clear();
+
+  auto p = std::make_unique<Prepared>();
+  const int64_t m = w.size(0);
+  p->y_sizes = {x.size(0), m};
+  p->y_sizes.insert(p->y_sizes.end(), g.out.begin(), g.out.end());
+  p->src_user = PlainDesc(x.sizes());
+  p->dst_user = PlainDesc(p->y_sizes);
+  std::vector<int64_t> wdims = w.sizes();
+  if (group > 1) {
+    wdims[0] = m / group;
+    wdims.insert(wdims.begin(), group);
+  }
+  p->weights_user = PlainDesc(wdims);
+  p->bias_user = PlainDesc({m});
+
+  const auto any = memory::format_tag::any;
+  const memory::desc src_any(p->src_user.dims(), memory::data_type::f32, any);
+  const memory::desc dst_any(p->dst_user.dims(), memory::data_type::f32, any);
+  const memory::desc weights_any(p->weights_user.dims(), memory::data_type::f32, any);
+  memory::dims strides, dilates, pad_l, pad_r;
+  for (size_t d = 0; d < g.in.size(); ++d) {
+    strides.push_back(g.strides[d]);
+    dilates.push_back(g.dilations[d] - 1);  // oneDNN counts the gaps: 0 is a dense window
+    pad_l.push_back(g.pad_begin[d]);
+    pad_r.push_back(g.pad_end[d]);
+  }
+  const auto prop = dnnl::prop_kind::forward_inference;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  const memory::desc& src_md = blocked_ ? src_any : p->src_user;
+  const memory::desc& dst_md = blocked_ ? dst_any : p->dst_user;
+  auto desc = bias ? dnnl::convolution_forward::desc(prop, alg, src_md, weights_any, p->bias_user, dst_md, strides,
+                                                     dilates, pad_l, pad_r)
+                   : dnnl::convolution_forward::desc(prop, alg, src_md, weights_any, dst_md, strides, dilates,
+                                                     pad_l, pad_r);
+  dnnl::post_ops po;
+  if (residual) po.append_sum(1.f);
+  if (fused_ && !AppendActivation(ctx.attrs(), po)) return Unsupported("activation not supported");
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(po);
+  const dnnl::convolution_forward::primitive_desc pd(desc, attr, Engine());
+  p->conv = dnnl::convolution_forward(pd);
+  p->src = pd.src_desc();
+  p->dst = pd.dst_desc();
+  p->weights = pd.weights_desc();
+  if (p->src != p->src_user) {
+    p->src_buf = memory(p->src, Engine());
+    p->src_in = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->src_user, Engine(), p->src));
+  }
+  if (p->dst != p->dst_user) {
+    p->dst_buf = memory(p->dst, Engine());
+    p->dst_out = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->dst, Engine(), p->dst_user));
+    if (residual) p->dst_in = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->dst_user, Engine(), p->dst));
+  }
+  return cache_.emplace(std::move(key), std::move(p)).first->second.get();
+}
+
+memory& ConvKernel::PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s) {
+  Packed* slot = nullptr;
+  for (Packed& k : packed_) {
+    if (k.desc == p.weights) slot = &k;
+  }
+  if (!slot) {
+    packed_.push_back(Packed{p.weights, memory(p.weights, Engine()), nullptr});
+    slot = &packed_.back();
+  }
+  // Constant weights never change for a node; their storage is checked anyway so that a kernel handed
+  // other weights repacks instead of silently using stale ones.
+  if (!weights_constant_ || slot->from != w.raw_data()) {
+    memory user = Wrap(p.weights_user, w);
+    dnnl::reorder(user, slot->mem).execute(s, user, slot->mem);
+    s.wait();
+    slot->from = w.raw_data();
+  }
+  return slot->mem;
+}
+
+Status ConvKernel::RunImpl(KernelContext& ctx) {
+  KILN_RETURN_IF_ERROR(RequireInputs(ctx, 2));
+  const Tensor& x = *ctx.input(0);
+  const Tensor& w = *ctx.input(1);
+  const Tensor* b = ctx.input(2);
+  const Tensor* z = fused_ ? ctx.input(3) : nullptr;
+  for (const Tensor* t : {&x, &w, b, z}) {
+    if (t && t->dtype() != DType::kFloat32) return InvalidArgument("onednn.conv needs f32 tensors, got " + t->Description());
+  }
+  if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank()) {
+    return InvalidArgument("input X " + x.Description() + " and weight W " + w.Description() +
+                           " must have the same rank, 3 to 5");
+  }
+  const int64_t group = ctx.attrs().GetInt("group", 1);
+  const int64_t m = w.size(0);
+  if (group < 1 || x.size(1) != w.size(1) * group || m % group != 0) {
+    return InvalidArgument("input X " + x.Description() + " and weight W " + w.Description() +
+                           " do not agree on channels with group " + std::to_string(group));
+  }
+  if (b && (b->rank() != 1 || b->size(0) != m)) {
+    return InvalidArgument("bias B " + b->Description() + " does not match " + std::to_string(m) + " output channels");
+  }
+  const std::vector<int64_t> kernel(w.sizes().begin() + 2, w.sizes().end());
+  if (ctx.attrs().Has("kernel_shape") && ctx.attrs().GetInts("kernel_shape") != kernel) {
+    return InvalidArgument("kernel_shape does not match the weight " + w.Description());
+  }
+  KILN_ASSIGN_OR_RETURN(WindowParams params, ReadWindowParams(ctx.attrs(), kernel));
+  KILN_ASSIGN_OR_RETURN(WindowGeometry g,
+                        ComputeWindowGeometry(params, std::vector<int64_t>(x.sizes().begin() + 2, x.sizes().end())));
+  std::vector<int64_t> y_sizes = {x.size(0), m};
+  y_sizes.insert(y_sizes.end(), g.out.begin(), g.out.end());
+  if (z && z->sizes() != y_sizes) {
+    return InvalidArgument("residual Z " + z->Description() + " must have the output's sizes " + SizesToString(y_sizes));
+  }
+  // Empty tensors (no batch, no channels, an empty output image) are the reference kernel's business.
+  if (NumElements(x.sizes()) == 0 || NumElements(y_sizes) == 0 || w.size(1) == 0) return RunReferenceKernel(ctx);
+
+  KILN_ASSIGN_OR_RETURN(Prepared * p, Prepare(ctx, x, w, b != nullptr, z != nullptr, g, group));
+  if (!stream_) stream_.emplace(Engine());
+  dnnl::stream& s = *stream_;
+  memory& packed = PackedWeights(*p, w, s);
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutput(0, DType::kFloat32, y_sizes));
+  memory y_mem = Wrap(p->dst_user, y->raw_data());
+  memory dst = p->dst_out ? p->dst_buf : y_mem;
+  if (z) {
+    // The sum post-op adds what the destination holds. Y may already be Z's memory (in place).
+    if (p->dst_in) {
+      memory z_mem = Wrap(p->dst_user, *z);
+      p->dst_in->execute(s, z_mem, dst);
+    } else if (z->raw_data() != y->raw_data()) {
+      std::memmove(y->raw_data(), z->raw_data(), z->nbytes());
+    }
+  }
+  memory src = Wrap(p->src_user, x);
+  if (p->src_in) {
+    p->src_in->execute(s, src, p->src_buf);
+    src = p->src_buf;
+  }
+  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed}, {DNNL_ARG_DST, dst}};
+  if (b) args.emplace(DNNL_ARG_BIAS, Wrap(p->bias_user, *b));
+  p->conv.execute(s, args);
+  if (p->dst_out) p->dst_out->execute(s, dst, y_mem);
+  s.wait();
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::vector<CpuTactic> ConvTactics(const Node& node) {
+  if (!WhyNotConv(node).empty()) return {};
+  const bool fused = node.op() == OpKind::kFusedConv;
+  const bool constant = node.input(1)->is_constant();
+  auto make = [fused, constant](bool blocked) {
+    return [blocked, fused, constant] { return std::unique_ptr<CpuKernel>(new ConvKernel(blocked, fused, constant)); };
+  };
+  return {CpuTactic{"onednn.conv", make(true)}, CpuTactic{"onednn.conv_nchw", make(false)}};
+}
+
+}  // namespace kiln::cpu::onednn

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -27,7 +28,33 @@ struct BenchOptions {
   std::string csv;
   std::string plot;
   std::vector<std::string> shapes;
+  int profile_layers = 0;  // print the N slowest layers per batch size
 };
+
+// The slowest layers of the profiled runs and the time per op kind.
+void PrintLayerProfile(const std::vector<LayerTiming>& layers, int top) {
+  double total = 0;
+  std::map<std::string, double> by_op;
+  for (const LayerTiming& l : layers) {
+    total += l.mean_ms;
+    by_op[l.op + " [" + l.tactic + "]"] += l.mean_ms;
+  }
+  std::vector<const LayerTiming*> order;
+  for (const LayerTiming& l : layers) order.push_back(&l);
+  std::sort(order.begin(), order.end(), [](const LayerTiming* a, const LayerTiming* b) { return a->mean_ms > b->mean_ms; });
+  std::printf("%8s layers by mean time (of %.3f ms summed over %zu layers):\n", "", total, layers.size());
+  for (int i = 0; i < top && i < static_cast<int>(order.size()); ++i) {
+    std::printf("%8s %9.3f ms %5.1f%%  %-28s %-18s %s\n", "", order[i]->mean_ms,
+                total > 0 ? 100 * order[i]->mean_ms / total : 0, order[i]->name.c_str(), order[i]->op.c_str(),
+                order[i]->tactic.c_str());
+  }
+  std::vector<std::pair<double, std::string>> ops;
+  for (const auto& entry : by_op) ops.emplace_back(entry.second, entry.first);
+  std::sort(ops.rbegin(), ops.rend());
+  std::printf("%8s by op and tactic:", "");
+  for (const auto& entry : ops) std::printf(" %s %.2f ms;", entry.second.c_str(), entry.first);
+  std::printf("\n");
+}
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -114,6 +141,7 @@ int RunBench(const BenchOptions& opt) {
       Status st = ctx->Run();
       if (!st.ok()) return Fail(st);
     }
+    ctx->SetProfiling(opt.profile_layers > 0);
     std::vector<double> latencies;
     double total = 0;
     RunTimings split;
@@ -150,6 +178,7 @@ int RunBench(const BenchOptions& opt) {
       std::printf("%8s mean per run: host->device %.3f ms, compute %.3f ms, device->host %.3f ms\n", "",
                   r.h2d_mean_ms, r.compute_mean_ms, r.d2h_mean_ms);
     }
+    if (opt.profile_layers > 0) PrintLayerProfile(ctx->layer_timings(), opt.profile_layers);
     std::fflush(stdout);
     results.push_back(r);
   }
@@ -185,6 +214,8 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
       ->excludes(iters);
   cmd->add_option("--warmup", opt->warmup, "Untimed runs before timing (default 3)");
   cmd->add_option("--csv", opt->csv, "Write one row per batch size to this CSV file");
+  cmd->add_option("--profile-layers", opt->profile_layers,
+                  "Time every layer and print the N slowest per batch size, and the time per op (CPU plans)");
   cmd->add_option("--plot", opt->plot, "Draw latency and throughput against batch size into this SVG file");
   cmd->add_option("--shapes", opt->shapes,
                   "Profile for building from ONNX, e.g. x:1x3x224x224..8x3x224x224..32x3x224x224");

@@ -160,6 +160,12 @@ struct RunTimings {
   double device_to_host_ms = 0;
 };
 
+// Mean wall time of one layer over the profiled runs (ExecutionContext::SetProfiling).
+struct LayerTiming {
+  std::string name, op, tactic;
+  double mean_ms = 0;
+};
+
 class Engine;
 
 // Per-thread execution state: the inputs, shapes and outputs of one inference at a time.
@@ -193,6 +199,10 @@ class ExecutionContext {
   RunTimings last_run_timings() const;
   // The GPU this context runs on (GPU plans; -1 for CPU plans).
   int device() const;
+  // Per-layer timing of the following runs (CPU plans): on resets the counts. Costs a clock read per layer.
+  void SetProfiling(bool on);
+  // One entry per layer in schedule order, means over the runs since SetProfiling(true); empty if none.
+  std::vector<LayerTiming> layer_timings() const;
 
  private:
   std::unique_ptr<Impl> impl_;

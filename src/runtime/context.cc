@@ -161,7 +161,10 @@ Status ExecutionContext::Run() {
       impl_->timings = {t.host_to_device_ms, t.compute_ms, t.device_to_host_ms};
       return Status::Ok();
     }
-    if (!impl_->executor) impl_->executor = std::make_unique<PlanExecutor>(e.plan);
+    if (!impl_->executor) {
+      impl_->executor = std::make_unique<PlanExecutor>(e.plan);
+      impl_->executor->set_profiling(impl_->profiling);
+    }
     const auto start = std::chrono::steady_clock::now();
     KILN_ASSIGN_OR_RETURN(impl_->outputs, impl_->executor->Run(impl_->inputs));
     impl_->timings.compute_ms =
@@ -201,6 +204,25 @@ Expected<HostTensor> ExecutionContext::GetOutput(const std::string& name) const 
 }
 
 RunTimings ExecutionContext::last_run_timings() const { return impl_->timings; }
+
+void ExecutionContext::SetProfiling(bool on) {
+  impl_->profiling = on;
+  if (impl_->executor) {
+    impl_->executor->set_profiling(on);
+    impl_->executor->reset_profile();
+  }
+}
+
+std::vector<LayerTiming> ExecutionContext::layer_timings() const {
+  std::vector<LayerTiming> out;
+  const PlanExecutor* x = impl_->executor.get();
+  if (!x || x->profiled_runs() == 0) return out;
+  const Engine::Impl& e = *impl_->engine;
+  for (size_t i = 0; i < x->layer_ms().size() && i < e.layers.size(); ++i) {
+    out.push_back({e.layers[i].name, e.layers[i].op, e.layers[i].tactic, x->layer_ms()[i] / x->profiled_runs()});
+  }
+  return out;
+}
 
 int ExecutionContext::device() const { return impl_->engine->plan.target.device == "cuda" ? impl_->device : -1; }
 

@@ -39,6 +39,7 @@ struct ExecutionContext::Impl {
   std::unique_ptr<cuda::CudaExecutor> gpu;         // GPU plans: created at the first Run
   int device = 0;                                  // the GPU for GPU plans
   RunTimings timings;
+  bool profiling = false;
 };
 
 // Conversions between the public DataType and the internal DType (the values agree).

@@ -1,5 +1,6 @@
 #include "runtime/plan_executor.h"
 
+#include <chrono>
 #include <cstring>
 #include <new>
 
@@ -118,8 +119,10 @@ Expected<TensorMap> PlanExecutor::Run(const TensorMap& inputs) {
     return it == live.end() ? nullptr : &it->second;
   };
 
+  if (profiling_) layer_ms_.resize(plan_.schedule.size(), 0);
   for (size_t step = 0; step < plan_.schedule.size(); ++step) {
     const Node* n = plan_.schedule[step];
+    const auto layer_start = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     std::vector<const Tensor*> ins(n->num_inputs(), nullptr);
     for (size_t i = 0; i < n->num_inputs(); ++i) {
       if (const Value* v = n->input(i)) {
@@ -172,7 +175,12 @@ Expected<TensorMap> PlanExecutor::Run(const TensorMap& inputs) {
     for (const Value* v : n->inputs()) {
       if (v && --remaining[v] == 0 && !v->is_graph_output()) live.erase(v);
     }
+    if (profiling_) {
+      layer_ms_[step] +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - layer_start).count();
+    }
   }
+  if (profiling_) ++profiled_runs_;
 
   TensorMap out;
   for (const Value* o : graph.outputs()) {

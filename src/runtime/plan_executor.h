@@ -34,6 +34,15 @@ class PlanExecutor {
   // Bytes of the arena currently allocated (the largest layout run so far).
   uint64_t arena_capacity() const;
 
+  // Per-layer timing: when on, each Run adds each layer's wall time (ms) to layer_ms()[step].
+  void set_profiling(bool on) { profiling_ = on; }
+  const std::vector<double>& layer_ms() const { return layer_ms_; }
+  int profiled_runs() const { return profiled_runs_; }
+  void reset_profile() {
+    layer_ms_.assign(layer_ms_.size(), 0);
+    profiled_runs_ = 0;
+  }
+
  private:
   using Sizes = std::map<std::string, std::vector<int64_t>>;
   Expected<const build::ArenaLayout*> Prepare(const Sizes& sizes);
@@ -49,6 +58,9 @@ class PlanExecutor {
   const build::ArenaLayout* last_ = nullptr;
   std::shared_ptr<Buffer> arena_;
   std::unordered_map<const Value*, int> uses_;  // reads of each value over the schedule
+  bool profiling_ = false;
+  std::vector<double> layer_ms_;
+  int profiled_runs_ = 0;
 };
 
 }  // namespace kiln

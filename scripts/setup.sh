@@ -36,6 +36,7 @@ packages=(
   pybind11-dev                                          # the Python bindings (module kiln)
   clang-14 libclang-rt-14-dev                           # the ASan/UBSan build and libFuzzer targets
   python3 python3-venv                                  # the test and model-building environment
+  libcpp-httplib-dev nlohmann-json3-dev                 # kiln serve: HTTP front end and JSON (src/server)
 )
 missing=()
 for p in "${packages[@]}"; do

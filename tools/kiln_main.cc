@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   AddBuildCommand(app, exit_code);
   AddInspectCommand(app, exit_code);
   AddBenchCommand(app, exit_code);
+  AddServeCommand(app, exit_code);
 
   // CLI11 would report an unknown command as a missing one; name it instead.
   std::string command;

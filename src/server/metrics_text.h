@@ -1,0 +1,13 @@
+// Prometheus text exposition of the models' counters with Triton's metric names, and nv_cpu_utilization.
+#pragma once
+
+#include <string>
+
+#include "server/model_repository.h"
+
+namespace kiln::server {
+
+// The /metrics page. Not thread-compatible with itself only through the CPU sample it keeps (locked inside).
+std::string RenderPrometheus(const ModelRepository& repository);
+
+}  // namespace kiln::server

@@ -1,0 +1,38 @@
+// A model's configuration: Triton's config.pbtxt (the subset in model_config.proto), parsed, completed from
+// the engine where it leaves things out, and checked against the engine.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kiln/engine.h"
+#include "kiln/status.h"
+#include "server/model_config.pb.h"
+
+namespace kiln::server {
+
+using config::ModelConfig;
+
+// TYPE_FP32 <-> kiln::DataType. TYPE_STRING and TYPE_INVALID have no Kiln type.
+Expected<DataType> FromConfigType(config::DataType type);
+config::DataType ToConfigType(DataType type);
+// "TYPE_FP32"
+std::string ConfigTypeName(config::DataType type);
+
+// Parses protobuf text; errors carry `what` (the file) with line and column.
+Expected<ModelConfig> ParseModelConfig(const std::string& text, const std::string& what);
+Expected<ModelConfig> ReadModelConfig(const std::string& path);
+
+// Build options for an ONNX model under `config`: when it batches, a profile with batch 1..max_batch_size
+// for every input whose other dims are known.
+BuildOptions BuildOptionsFor(const ModelConfig& config);
+
+// Fills what `config` leaves out from the engine's bindings (inputs, outputs and, when `inferred` — no
+// config.pbtxt —, max_batch_size from a dynamic leading dim), then checks that the config and the engine
+// agree (names, dtypes, dims, batch range) and that the scheduling settings are valid.
+Status CompleteConfig(const Engine& engine, bool inferred, ModelConfig* config);
+
+// The devices of the model's instances, one entry per instance (-1: CPU). At least one.
+std::vector<int> InstanceDevices(const ModelConfig& config);
+
+}  // namespace kiln::server

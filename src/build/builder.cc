@@ -132,7 +132,7 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
              return l.tactic.rfind(lib.first + ".", 0) == 0;
            });
   });
-  if (options.precision != Precision::kFp32) {
+  if (!gpu && options.precision != Precision::kFp32) {
     Progress(options, std::string("no ") + PrecisionName(options.precision) +
                           " tactics exist yet: every layer falls back to fp32");
   }

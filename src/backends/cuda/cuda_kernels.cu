@@ -1,0 +1,805 @@
+// Kiln's own CUDA kernels; see cuda_kernels.h. Simple grid-stride kernels: these ops move bytes, so each
+// reads its inputs once and writes its output once, converting FP16 storage to FP32 arithmetic in registers.
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+#include "backends/cuda/cuda_kernels.h"
+
+namespace kiln::cuda::k {
+namespace {
+
+constexpr int kThreads = 256;
+
+inline unsigned Blocks(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
+}
+
+template <typename T>
+__device__ __forceinline__ float Load(const T* p, int64_t i) {
+  return static_cast<float>(p[i]);
+}
+template <>
+__device__ __forceinline__ float Load<__half>(const __half* p, int64_t i) {
+  return __half2float(p[i]);
+}
+template <typename T>
+__device__ __forceinline__ void Store(T* p, int64_t i, float v) {
+  p[i] = static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ void Store<__half>(__half* p, int64_t i, float v) {
+  p[i] = __float2half_rn(v);
+}
+
+__device__ __forceinline__ float Sigm(float x) { return 1.f / (1.f + __expf(-x)); }
+
+__device__ __forceinline__ float Apply(const ActParams& a, float x) {
+  switch (a.act) {
+    case Act::kNone: return x;
+    case Act::kRelu: return x > 0.f ? x : 0.f;
+    case Act::kTanh: return tanhf(x);
+    case Act::kSigmoid: return Sigm(x);
+    case Act::kGelu: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case Act::kGeluTanh: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case Act::kHardSwish: return x * fminf(fmaxf(x / 6.f + 0.5f, 0.f), 1.f);
+    case Act::kLeakyRelu: return x < 0.f ? a.alpha * x : x;
+    case Act::kClip: return fminf(fmaxf(x, a.alpha), a.beta);
+    case Act::kHardSigmoid: return fminf(fmaxf(a.alpha * x + a.beta, 0.f), 1.f);
+    case Act::kSwish: return x * Sigm(a.alpha * x);
+    case Act::kErf: return erff(x);
+    case Act::kExp: return expf(x);
+    case Act::kLog: return logf(x);
+    case Act::kSqrt: return sqrtf(x);
+    case Act::kNeg: return -x;
+    case Act::kAbs: return fabsf(x);
+    case Act::kReciprocal: return 1.f / x;
+  }
+  return x;
+}
+
+__device__ __forceinline__ float BinOp(Bin op, float a, float b) {
+  switch (op) {
+    case Bin::kAdd: return a + b;
+    case Bin::kSub: return a - b;
+    case Bin::kMul: return a * b;
+    case Bin::kDiv: return a / b;
+    case Bin::kPow: return powf(a, b);
+    case Bin::kMax: return fmaxf(a, b);
+    case Bin::kMin: return fminf(a, b);
+  }
+  return a;
+}
+
+// I: the index type, int32_t whenever the element count fits (64-bit division costs ~10x more).
+#define KILN_GRID_LOOP(i, n) \
+  for (I i = static_cast<I>(blockIdx.x * blockDim.x + threadIdx.x); i < static_cast<I>(n); \
+       i += static_cast<I>(gridDim.x * blockDim.x))
+
+bool Fits32(int64_t n) { return n < (int64_t{1} << 31) - 65536LL * 16 * 256; }
+
+template <typename T, typename I>
+__global__ void EpilogueKernel(const T* src, T* y, I n, const T* bias, I channels, I inner, const T* z,
+                               ActParams act) {
+  KILN_GRID_LOOP(i, n) {
+    float v = Load(src, i);
+    if (bias) v += Load(bias, (i / inner) % channels);
+    if (z) v += Load(z, i);
+    Store(y, i, Apply(act, v));
+  }
+}
+
+template <typename T, typename I>
+__global__ void UnaryKernel(const T* x, T* y, I n, ActParams act) {
+  KILN_GRID_LOOP(i, n) Store(y, i, Apply(act, Load(x, i)));
+}
+
+template <typename T, typename I>
+__global__ void BinarySameKernel(const T* a, const T* b, T* y, I n, Bin op, ActParams act) {
+  KILN_GRID_LOOP(i, n) Store(y, i, Apply(act, BinOp(op, Load(a, i), Load(b, i))));
+}
+
+template <typename T>
+__global__ void BinaryBcastKernel(const T* a, const T* b, T* y, int64_t n, Bin op, Broadcast bc, ActParams act) {
+  using I = int64_t;
+  KILN_GRID_LOOP(i, n) {
+    int64_t rem = i, ia = 0, ib = 0;
+    for (int d = bc.rank - 1; d >= 0; --d) {
+      const int64_t c = rem % bc.sizes[d];
+      rem /= bc.sizes[d];
+      ia += c * bc.a[d];
+      ib += c * bc.b[d];
+    }
+    Store(y, i, Apply(act, BinOp(op, Load(a, ia), Load(b, ib))));
+  }
+}
+
+template <typename S, typename D, typename I>
+__global__ void ConvertKernel(const S* src, bool src_nhwc, D* dst, bool dst_nhwc, I n, I c, I h, I w, I total) {
+  const I hw = h * w;
+  KILN_GRID_LOOP(i, total) {
+    I si = i;
+    if (src_nhwc != dst_nhwc) {
+      if (dst_nhwc) {  // i indexes [n, hw, c]
+        const I ci = i % c, p = (i / c) % hw, ni = i / (c * hw);
+        si = (ni * c + ci) * hw + p;
+      } else {  // i indexes [n, c, hw]
+        const I p = i % hw, ci = (i / hw) % c, ni = i / (c * hw);
+        si = (ni * hw + p) * c + ci;
+      }
+    }
+    Store(dst, i, Load(src, si));
+  }
+}
+
+template <typename T, typename I>
+__global__ void PoolKernel(const T* x, T* y, bool nhwc, PoolGeometry g, I total) {
+  const I C = static_cast<I>(g.c), OW = static_cast<I>(g.ow), OH = static_cast<I>(g.oh);
+  const I H = static_cast<I>(g.h), W = static_cast<I>(g.w);
+  KILN_GRID_LOOP(i, total) {
+    I ni, ci, oy, ox;
+    if (nhwc) {
+      ci = i % C;
+      I r = i / C;
+      ox = r % OW;
+      r /= OW;
+      oy = r % OH;
+      ni = r / OH;
+    } else {
+      ox = i % OW;
+      I r = i / OW;
+      oy = r % OH;
+      r /= OH;
+      ci = r % C;
+      ni = r / C;
+    }
+    float acc = g.max ? -FLT_MAX : 0.f;
+    bool any = false;
+    int count = 0;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const I iy = oy * g.sh + ky * g.dh - g.ph;
+      if (iy < 0 || iy >= H) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const I ix = ox * g.sw + kx * g.dw - g.pw;
+        if (ix < 0 || ix >= W) continue;
+        const I at = nhwc ? ((ni * H + iy) * W + ix) * C + ci : ((ni * C + ci) * H + iy) * W + ix;
+        const float v = Load(x, at);
+        if (g.max) {
+          acc = any ? fmaxf(acc, v) : v;
+        } else {
+          acc += v;
+        }
+        any = true;
+        ++count;
+      }
+    }
+    if (!g.max) {
+      const int div = g.count_include_pad ? g.kh * g.kw : count;
+      acc = div > 0 ? acc / static_cast<float>(div) : 0.f;
+    }
+    Store(y, i, acc);
+  }
+}
+
+// Depthwise convolution (one filter per channel) with the fused epilogue. The filter is [C, kh*kw] in both
+// layouts. NHWC: consecutive threads take consecutive channels, so every tap's loads are coalesced.
+template <typename T, typename I>
+__global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, T* y, bool nhwc, DwGeometry g,
+                             ActParams act, I total) {
+  const I C = static_cast<I>(g.c), OW = static_cast<I>(g.ow), OH = static_cast<I>(g.oh);
+  const I H = static_cast<I>(g.h), W = static_cast<I>(g.w);
+  KILN_GRID_LOOP(i, total) {
+    I ni, ci, oy, ox;
+    if (nhwc) {
+      ci = i % C;
+      I r = i / C;
+      ox = r % OW;
+      r /= OW;
+      oy = r % OH;
+      ni = r / OH;
+    } else {
+      ox = i % OW;
+      I r = i / OW;
+      oy = r % OH;
+      r /= OH;
+      ci = r % C;
+      ni = r / C;
+    }
+    float acc = 0.f;
+    const T* wc = w + ci * (g.kh * g.kw);
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const I iy = oy * g.sh + ky * g.dh - g.ph;
+      if (iy < 0 || iy >= H) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const I ix = ox * g.sw + kx * g.dw - g.pw;
+        if (ix < 0 || ix >= W) continue;
+        const I at = nhwc ? ((ni * H + iy) * W + ix) * C + ci : ((ni * C + ci) * H + iy) * W + ix;
+        acc += Load(x, at) * Load(wc, ky * g.kw + kx);
+      }
+    }
+    if (bias) acc += Load(bias, ci);
+    if (z) acc += Load(z, i);
+    Store(y, i, Apply(act, acc));
+  }
+}
+
+// NCHW: one warp per (n, c) plane.
+template <typename T>
+__global__ void GapNchwKernel(const T* x, T* y, int64_t planes, int64_t hw) {
+  const int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= planes) return;
+  float s = 0.f;
+  for (int64_t j = lane; j < hw; j += 32) s += Load(x, warp * hw + j);
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (lane == 0) Store(y, warp, s / static_cast<float>(hw));
+}
+
+// NHWC: one thread per (n, c), reading along c across the warp (coalesced).
+template <typename T>
+__global__ void GapNhwcKernel(const T* x, T* y, int64_t n, int64_t c, int64_t hw) {
+  using I = int64_t;
+  KILN_GRID_LOOP(i, n * c) {
+    const int64_t ni = i / c, ci = i % c;
+    float s = 0.f;
+    for (int64_t p = 0; p < hw; ++p) s += Load(x, (ni * hw + p) * c + ci);
+    Store(y, i, s / static_cast<float>(hw));
+  }
+}
+
+__device__ float BlockReduce(float v, bool is_max, float* shared) {
+  for (int o = 16; o > 0; o /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }
+  const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
+  __syncthreads();
+  if (lane == 0) shared[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    v = lane < nw ? shared[lane] : (is_max ? -FLT_MAX : 0.f);
+    for (int o = 16; o > 0; o /= 2) {
+      const float other = __shfl_xor_sync(0xffffffffu, v, o);
+      v = is_max ? fmaxf(v, other) : v + other;
+    }
+    if (lane == 0) shared[0] = v;
+  }
+  __syncthreads();
+  return shared[0];
+}
+
+template <typename T>
+__global__ void SoftmaxKernel(const T* x, T* y, int64_t cols, bool log) {
+  __shared__ float shared[32];
+  const T* row = x + blockIdx.x * cols;
+  T* out = y + blockIdx.x * cols;
+  float mx = -FLT_MAX;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, Load(row, j));
+  mx = BlockReduce(mx, true, shared);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += __expf(Load(row, j) - mx);
+  sum = BlockReduce(sum, false, shared);
+  const float inv = 1.f / sum, lsum = logf(sum);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = Load(row, j) - mx;
+    Store(out, j, log ? v - lsum : __expf(v) * inv);
+  }
+}
+
+template <typename T>
+__global__ void LayerNormKernel(const T* x, const T* scale, const T* bias, T* y, int64_t cols, float eps) {
+  __shared__ float shared[32];
+  const T* row = x + blockIdx.x * cols;
+  T* out = y + blockIdx.x * cols;
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += Load(row, j);
+  const float mean = BlockReduce(s, false, shared) / static_cast<float>(cols);
+  float v = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float d = Load(row, j) - mean;
+    v += d * d;
+  }
+  const float rstd = rsqrtf(BlockReduce(v, false, shared) / static_cast<float>(cols) + eps);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    float r = (Load(row, j) - mean) * rstd * Load(scale, j);
+    if (bias) r += Load(bias, j);
+    Store(out, j, r);
+  }
+}
+
+template <typename T>
+__global__ void MaskedSoftmaxKernel(const T* x, T* y, int64_t cols, float scale, const T* mask, Broadcast bc) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const T* row = x + r * cols;
+  T* out = y + r * cols;
+  int64_t moff = 0, mstride = 0;
+  if (mask) {
+    int64_t rem = r;
+    for (int d = bc.rank - 2; d >= 0; --d) {
+      moff += (rem % bc.sizes[d]) * bc.b[d];
+      rem /= bc.sizes[d];
+    }
+    mstride = bc.b[bc.rank - 1];
+  }
+  float mx = -FLT_MAX;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = scale * Load(row, j) + (mask ? Load(mask, moff + j * mstride) : 0.f);
+    mx = fmaxf(mx, v);
+  }
+  mx = BlockReduce(mx, true, shared);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    sum += __expf(scale * Load(row, j) + (mask ? Load(mask, moff + j * mstride) : 0.f) - mx);
+  }
+  sum = BlockReduce(sum, false, shared);
+  const float inv = 1.f / sum;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = scale * Load(row, j) + (mask ? Load(mask, moff + j * mstride) : 0.f);
+    Store(out, j, __expf(v - mx) * inv);
+  }
+}
+
+template <typename E, typename Idx>
+__global__ void GatherKernel(const E* data, const Idx* idx, E* y, int64_t axis_len, int64_t inner, int64_t nidx,
+                             int64_t total) {
+  using I = int64_t;
+  KILN_GRID_LOOP(i, total) {
+    const int64_t t = i % inner, j = (i / inner) % nidx, o = i / (inner * nidx);
+    int64_t k = static_cast<int64_t>(idx[j]);
+    if (k < 0) k += axis_len;
+    k = k < 0 ? 0 : (k >= axis_len ? axis_len - 1 : k);
+    y[i] = data[(o * axis_len + k) * inner + t];
+  }
+}
+
+template <typename S, typename T>
+__global__ void CastKernel(const S* x, T* y, int64_t n) {
+  using I = int64_t;
+  KILN_GRID_LOOP(i, n) Store(y, i, static_cast<float>(x[i]));
+}
+
+struct TransposeArgs {
+  int rank;
+  int64_t out_sizes[kMaxRank];
+  int64_t in_strides[kMaxRank];  // x's stride of the dim that is y's dim d
+};
+
+template <typename E, typename I>
+__global__ void TransposeKernel(const E* x, E* y, TransposeArgs t, I n) {
+  KILN_GRID_LOOP(i, n) {
+    I rem = i, src = 0;
+    for (int d = t.rank - 1; d >= 0; --d) {
+      const I size = static_cast<I>(t.out_sizes[d]);
+      src += (rem % size) * static_cast<I>(t.in_strides[d]);
+      rem /= size;
+    }
+    y[i] = x[src];
+  }
+}
+
+// Moves whole chunks (the innermost dims that the permutation keeps innermost) as W words.
+template <typename W, typename I>
+__global__ void ChunkTransposeKernel(const W* x, W* y, TransposeArgs t, I words_per_chunk, I total) {
+  KILN_GRID_LOOP(i, total) {
+    const I o = i % words_per_chunk;
+    I rem = i / words_per_chunk, src = 0;
+    for (int d = t.rank - 1; d >= 0; --d) {
+      const I size = static_cast<I>(t.out_sizes[d]);
+      src += (rem % size) * static_cast<I>(t.in_strides[d]);
+      rem /= size;
+    }
+    y[i] = x[src * words_per_chunk + o];
+  }
+}
+
+// Batched 2-D transpose [batch, rows, cols] -> [batch, cols, rows] through 32x32 shared-memory tiles, so
+// reads and writes are both coalesced.
+template <typename E>
+__global__ void Transpose2dKernel(const E* x, E* y, int rows, int cols) {
+  __shared__ E tile[32][33];
+  const int64_t base = static_cast<int64_t>(blockIdx.z) * rows * cols;
+  const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+  for (int j = threadIdx.y; j < 32; j += 8) {
+    const int r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[j][threadIdx.x] = x[base + static_cast<int64_t>(r) * cols + c];
+  }
+  __syncthreads();
+  for (int j = threadIdx.y; j < 32; j += 8) {
+    const int c = c0 + j, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) y[base + static_cast<int64_t>(c) * rows + r] = tile[threadIdx.x][j];
+  }
+}
+
+template <typename T>
+__global__ void FillRandomKernel(T* p, int64_t n, uint32_t seed) {
+  using I = int64_t;
+  KILN_GRID_LOOP(i, n) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    Store(p, i, static_cast<float>(h >> 8) * (2.f / 16777216.f) - 1.f);
+  }
+}
+
+}  // namespace
+
+cudaError_t Epilogue(const void* src, void* y, bool half, int64_t n, const void* bias, int64_t channels,
+                     int64_t inner, const void* z, ActParams act, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  auto run = [&](auto tag, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    EpilogueKernel<T, I><<<Blocks(n), kThreads, 0, s>>>(static_cast<const T*>(src), static_cast<T*>(y), static_cast<I>(n),
+                                                         static_cast<const T*>(bias), static_cast<I>(channels),
+                                                         static_cast<I>(inner), static_cast<const T*>(z), act);
+  };
+  if (half) {
+    Fits32(n) ? run(__half(), int32_t()) : run(__half(), int64_t());
+  } else {
+    Fits32(n) ? run(float(), int32_t()) : run(float(), int64_t());
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Unary(const void* x, void* y, bool half, int64_t n, ActParams act, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  auto run = [&](auto tag, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    UnaryKernel<T, I><<<Blocks(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), static_cast<I>(n), act);
+  };
+  if (half) {
+    Fits32(n) ? run(__half(), int32_t()) : run(__half(), int64_t());
+  } else {
+    Fits32(n) ? run(float(), int32_t()) : run(float(), int64_t());
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Binary(const void* a, const void* b, void* y, bool half, Bin op, const Broadcast& bc, int64_t n,
+                   bool same, ActParams act, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  if (half) {
+    auto* pa = static_cast<const __half*>(a);
+    auto* pb = static_cast<const __half*>(b);
+    auto* py = static_cast<__half*>(y);
+    if (same) {
+      BinarySameKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, act);  // int64 index
+    } else {
+      BinaryBcastKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, bc, act);
+    }
+  } else {
+    auto* pa = static_cast<const float*>(a);
+    auto* pb = static_cast<const float*>(b);
+    auto* py = static_cast<float*>(y);
+    if (same) {
+      BinarySameKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, act);  // int64 index
+    } else {
+      BinaryBcastKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, bc, act);
+    }
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Convert(const void* src, bool src_half, bool src_nhwc, void* dst, bool dst_half, bool dst_nhwc,
+                    int64_t n, int64_t c, int64_t h, int64_t w, cudaStream_t s) {
+  const int64_t total = n * c * h * w;
+  if (total == 0) return cudaSuccess;
+  const unsigned blocks = Blocks(total);
+  auto run = [&](auto stag, auto dtag) {
+    using S = decltype(stag);
+    using D = decltype(dtag);
+    if (Fits32(total)) {
+      ConvertKernel<S, D, int32_t><<<blocks, kThreads, 0, s>>>(static_cast<const S*>(src), src_nhwc, static_cast<D*>(dst),
+                                                               dst_nhwc, int32_t(n), int32_t(c), int32_t(h), int32_t(w),
+                                                               int32_t(total));
+    } else {
+      ConvertKernel<S, D, int64_t><<<blocks, kThreads, 0, s>>>(static_cast<const S*>(src), src_nhwc, static_cast<D*>(dst),
+                                                               dst_nhwc, n, c, h, w, total);
+    }
+  };
+  if (src_half && dst_half) {
+    run(__half(), __half());
+  } else if (src_half) {
+    run(__half(), float());
+  } else if (dst_half) {
+    run(float(), __half());
+  } else {
+    run(float(), float());
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Pool2d(const void* x, void* y, bool half, bool nhwc, const PoolGeometry& g, cudaStream_t s) {
+  const int64_t total = g.n * g.c * g.oh * g.ow;
+  if (total == 0) return cudaSuccess;
+  auto run = [&](auto tag, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    PoolKernel<T, I><<<Blocks(total), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), nhwc, g,
+                                                        static_cast<I>(total));
+  };
+  const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
+  if (half) {
+    fits ? run(__half(), int32_t()) : run(__half(), int64_t());
+  } else {
+    fits ? run(float(), int32_t()) : run(float(), int64_t());
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t DwConv(const void* x, const void* w, const void* bias, const void* z, void* y, bool half, bool nhwc,
+                   const DwGeometry& g, ActParams act, cudaStream_t s) {
+  const int64_t total = g.n * g.c * g.oh * g.ow;
+  if (total == 0) return cudaSuccess;
+  auto run = [&](auto tag, auto itag) {
+    using T = decltype(tag);
+    using I = decltype(itag);
+    DwConvKernel<T, I><<<Blocks(total), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                                          static_cast<const T*>(bias), static_cast<const T*>(z),
+                                                          static_cast<T*>(y), nhwc, g, act, static_cast<I>(total));
+  };
+  const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
+  if (half) {
+    fits ? run(__half(), int32_t()) : run(__half(), int64_t());
+  } else {
+    fits ? run(float(), int32_t()) : run(float(), int64_t());
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t GlobalAvgPool(const void* x, void* y, bool half, bool nhwc, int64_t n, int64_t c, int64_t hw,
+                          cudaStream_t s) {
+  if (n * c == 0) return cudaSuccess;
+  if (nhwc) {
+    if (half) {
+      GapNhwcKernel<<<Blocks(n * c), kThreads, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), n, c, hw);
+    } else {
+      GapNhwcKernel<<<Blocks(n * c), kThreads, 0, s>>>(static_cast<const float*>(x), static_cast<float*>(y), n, c, hw);
+    }
+  } else {
+    const unsigned blocks = Blocks(n * c * 32);
+    if (half) {
+      GapNchwKernel<<<blocks, kThreads, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), n * c, hw);
+    } else {
+      GapNchwKernel<<<blocks, kThreads, 0, s>>>(static_cast<const float*>(x), static_cast<float*>(y), n * c, hw);
+    }
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Softmax(const void* x, void* y, bool half, int64_t rows, int64_t cols, bool log, cudaStream_t s) {
+  if (rows * cols == 0) return cudaSuccess;
+  const int threads = cols >= 1024 ? 512 : (cols >= 256 ? 256 : 128);
+  if (half) {
+    SoftmaxKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y),
+                                                                 cols, log);
+  } else {
+    SoftmaxKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(static_cast<const float*>(x), static_cast<float*>(y),
+                                                                 cols, log);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t MaskedSoftmax(const void* x, void* y, bool half, int64_t rows, int64_t cols, float scale,
+                          const void* mask, const Broadcast& bc, cudaStream_t s) {
+  if (rows * cols == 0) return cudaSuccess;
+  const int threads = cols >= 1024 ? 512 : (cols >= 256 ? 256 : 128);
+  if (half) {
+    MaskedSoftmaxKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(
+        static_cast<const __half*>(x), static_cast<__half*>(y), cols, scale, static_cast<const __half*>(mask), bc);
+  } else {
+    MaskedSoftmaxKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(
+        static_cast<const float*>(x), static_cast<float*>(y), cols, scale, static_cast<const float*>(mask), bc);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Gather(const void* data, const void* idx, bool idx64, void* y, int esize, int64_t outer,
+                   int64_t axis_len, int64_t inner, int64_t nidx, cudaStream_t s) {
+  const int64_t total = outer * nidx * inner;
+  if (total == 0) return cudaSuccess;
+  auto run = [&](auto etag) {
+    using E = decltype(etag);
+    if (idx64) {
+      GatherKernel<<<Blocks(total), kThreads, 0, s>>>(static_cast<const E*>(data), static_cast<const int64_t*>(idx),
+                                                      static_cast<E*>(y), axis_len, inner, nidx, total);
+    } else {
+      GatherKernel<<<Blocks(total), kThreads, 0, s>>>(static_cast<const E*>(data), static_cast<const int32_t*>(idx),
+                                                      static_cast<E*>(y), axis_len, inner, nidx, total);
+    }
+  };
+  switch (esize) {
+    case 2: run(uint16_t()); break;
+    case 4: run(uint32_t()); break;
+    case 8: run(uint64_t()); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t CastToFloat(const void* x, int src_kind, void* y, bool half, int64_t n, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  auto run = [&](auto stag) {
+    using S = decltype(stag);
+    if (half) {
+      CastKernel<<<Blocks(n), kThreads, 0, s>>>(static_cast<const S*>(x), static_cast<__half*>(y), n);
+    } else {
+      CastKernel<<<Blocks(n), kThreads, 0, s>>>(static_cast<const S*>(x), static_cast<float*>(y), n);
+    }
+  };
+  switch (src_kind) {
+    case 0: run(float()); break;
+    case 1: run(int64_t()); break;
+    case 2: run(int32_t()); break;
+    case 3: run(uint8_t()); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LayerNorm(const void* x, const void* scale, const void* bias, void* y, bool half, int64_t rows,
+                      int64_t cols, float epsilon, cudaStream_t s) {
+  if (rows * cols == 0) return cudaSuccess;
+  const int threads = cols >= 1024 ? 512 : 256;
+  if (half) {
+    LayerNormKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(
+        static_cast<const __half*>(x), static_cast<const __half*>(scale), static_cast<const __half*>(bias),
+        static_cast<__half*>(y), cols, epsilon);
+  } else {
+    LayerNormKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(
+        static_cast<const float*>(x), static_cast<const float*>(scale), static_cast<const float*>(bias),
+        static_cast<float*>(y), cols, epsilon);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t Transpose(const void* x, void* y, int esize, int rank, const int64_t* in_sizes, const int* perm,
+                      cudaStream_t s) {
+  int64_t n = 1;
+  for (int d = 0; d < rank; ++d) n *= in_sizes[d];
+  if (n == 0) return cudaSuccess;
+  // Reduce: drop dims of size 1, then merge input dims that stay adjacent and in order in the output.
+  int keep[kMaxRank], nk = 0;
+  for (int d = 0; d < rank; ++d) {
+    if (in_sizes[perm[d]] != 1) keep[nk++] = perm[d];  // output order, input dim ids
+  }
+  // groups in output order: [first input dim, last input dim]
+  int gfirst[kMaxRank], glast[kMaxRank], ng = 0;
+  for (int i = 0; i < nk; ++i) {
+    if (ng > 0 && keep[i] == glast[ng - 1] + 1) {
+      glast[ng - 1] = keep[i];
+    } else {
+      gfirst[ng] = glast[ng] = keep[i];
+      ++ng;
+    }
+  }
+  // Sizes of each group:
+  int64_t gsize[kMaxRank];
+  for (int g = 0; g < ng; ++g) {
+    gsize[g] = 1;
+    for (int d = gfirst[g]; d <= glast[g]; ++d) gsize[g] *= in_sizes[d];
+  }
+  // Input order of the groups.
+  int order[kMaxRank];
+  for (int g = 0; g < ng; ++g) order[g] = g;
+  for (int a = 0; a < ng; ++a) {
+    for (int b = a + 1; b < ng; ++b) {
+      if (gfirst[order[b]] < gfirst[order[a]]) {
+        const int t = order[a];
+        order[a] = order[b];
+        order[b] = t;
+      }
+    }
+  }
+  int pos_in[kMaxRank];  // group -> its input position
+  for (int i = 0; i < ng; ++i) pos_in[order[i]] = i;
+  int64_t rsizes[kMaxRank];
+  for (int i = 0; i < ng; ++i) rsizes[i] = gsize[order[i]];
+  int rperm[kMaxRank];
+  for (int g = 0; g < ng; ++g) rperm[g] = pos_in[g];
+  bool identity = true;
+  for (int g = 0; g < ng; ++g) identity = identity && rperm[g] == g;
+  if (identity) return cudaMemcpyAsync(y, x, static_cast<size_t>(n) * esize, cudaMemcpyDeviceToDevice, s);
+
+  // The innermost group stays innermost: move chunks.
+  if (rperm[ng - 1] == ng - 1) {
+    const int64_t chunk_bytes = rsizes[ng - 1] * esize;
+    TransposeArgs t{};
+    t.rank = ng - 1;
+    int64_t strides[kMaxRank];
+    int64_t acc = 1;
+    for (int d = ng - 2; d >= 0; --d) {
+      strides[d] = acc;
+      acc *= rsizes[d];
+    }
+    for (int d = 0; d < ng - 1; ++d) {
+      t.out_sizes[d] = rsizes[rperm[d]];
+      t.in_strides[d] = strides[rperm[d]];
+    }
+    const bool aligned16 = chunk_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(y) % 16 == 0;
+    if (aligned16 || chunk_bytes % 4 == 0) {
+      const int64_t wsize = aligned16 ? 16 : 4;
+      const int64_t wpc = chunk_bytes / wsize, total = static_cast<int64_t>(n) * esize / wsize;
+      auto run = [&](auto wtag) {
+        using W = decltype(wtag);
+        if (Fits32(total)) {
+          ChunkTransposeKernel<W, int32_t><<<Blocks(total), kThreads, 0, s>>>(
+              static_cast<const W*>(x), static_cast<W*>(y), t, static_cast<int32_t>(wpc), static_cast<int32_t>(total));
+        } else {
+          ChunkTransposeKernel<W, int64_t><<<Blocks(total), kThreads, 0, s>>>(static_cast<const W*>(x),
+                                                                              static_cast<W*>(y), t, wpc, total);
+        }
+      };
+      aligned16 ? run(uint4()) : run(uint32_t());
+      return cudaGetLastError();
+    }
+  }
+  // A batched 2-D transpose: [B, R, C] -> [B, C, R] (or [R, C] -> [C, R]).
+  const bool two_d = (ng == 2 && rperm[0] == 1) || (ng == 3 && rperm[0] == 0 && rperm[1] == 2 && rperm[2] == 1);
+  if (two_d) {
+    const int64_t batch = ng == 3 ? rsizes[0] : 1, rows = rsizes[ng - 2], cols = rsizes[ng - 1];
+    if (batch <= 65535 && rows < (1 << 30) && cols < (1 << 30)) {
+      const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32),
+                      static_cast<unsigned>(batch));
+      const dim3 block(32, 8);
+      const int r = static_cast<int>(rows), c = static_cast<int>(cols);
+      if (grid.y <= 65535) {
+        switch (esize) {
+          case 2: Transpose2dKernel<<<grid, block, 0, s>>>(static_cast<const uint16_t*>(x), static_cast<uint16_t*>(y), r, c); break;
+          case 4: Transpose2dKernel<<<grid, block, 0, s>>>(static_cast<const uint32_t*>(x), static_cast<uint32_t*>(y), r, c); break;
+          case 8: Transpose2dKernel<<<grid, block, 0, s>>>(static_cast<const uint64_t*>(x), static_cast<uint64_t*>(y), r, c); break;
+          default: return cudaErrorInvalidValue;
+        }
+        return cudaGetLastError();
+      }
+    }
+  }
+  // General case: one thread per element.
+  TransposeArgs t{};
+  t.rank = rank;
+  int64_t strides[kMaxRank];
+  int64_t acc = 1;
+  for (int d = rank - 1; d >= 0; --d) {
+    strides[d] = acc;
+    acc *= in_sizes[d];
+  }
+  for (int d = 0; d < rank; ++d) {
+    t.out_sizes[d] = in_sizes[perm[d]];
+    t.in_strides[d] = strides[perm[d]];
+  }
+  auto run = [&](auto etag) {
+    using E = decltype(etag);
+    if (Fits32(n)) {
+      TransposeKernel<E, int32_t><<<Blocks(n), kThreads, 0, s>>>(static_cast<const E*>(x), static_cast<E*>(y), t,
+                                                                  static_cast<int32_t>(n));
+    } else {
+      TransposeKernel<E, int64_t><<<Blocks(n), kThreads, 0, s>>>(static_cast<const E*>(x), static_cast<E*>(y), t, n);
+    }
+  };
+  switch (esize) {
+    case 2: run(uint16_t()); break;
+    case 4: run(uint32_t()); break;
+    case 8: run(uint64_t()); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t FillRandom(void* p, bool half, int64_t n, uint32_t seed, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  if (half) {
+    FillRandomKernel<<<Blocks(n), kThreads, 0, s>>>(static_cast<__half*>(p), n, seed);
+  } else {
+    FillRandomKernel<<<Blocks(n), kThreads, 0, s>>>(static_cast<float*>(p), n, seed);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace kiln::cuda::k

@@ -1,0 +1,89 @@
+// Kiln's own CUDA kernels (cuda_kernels.cu): element-wise chains with broadcasting, fused epilogues,
+// pooling, softmax, layer norm, transposes and layout/precision conversions. Every launcher takes the
+// stream to run on and returns the launch's error (cudaGetLastError). Storage is FP32 or FP16 (`half`);
+// arithmetic is always FP32.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace kiln::cuda::k {
+
+enum class Act : int {
+  kNone, kRelu, kTanh, kSigmoid, kGelu, kGeluTanh, kHardSwish, kLeakyRelu, kClip, kHardSigmoid, kSwish,
+  // unary math (not fused activations)
+  kErf, kExp, kLog, kSqrt, kNeg, kAbs, kReciprocal,
+};
+struct ActParams {
+  Act act = Act::kNone;
+  float alpha = 0.f;
+  float beta = 0.f;
+};
+
+enum class Bin : int { kAdd, kSub, kMul, kDiv, kPow, kMax, kMin };
+
+constexpr int kMaxRank = 6;
+// Output sizes and, per operand, element strides (0 where the operand is broadcast), right-aligned to
+// `rank` dims.
+struct Broadcast {
+  int rank = 0;
+  int64_t sizes[kMaxRank] = {};
+  int64_t a[kMaxRank] = {};
+  int64_t b[kMaxRank] = {};
+};
+
+// y = act(y + bias[channel(i)] + z[i]) over `n` elements; channel(i) = (i / inner) % channels (NCHW:
+// inner = H*W; NHWC: inner = 1). bias and z may be null. `src` may differ from y (then y = act(src + ...)).
+cudaError_t Epilogue(const void* src, void* y, bool half, int64_t n, const void* bias, int64_t channels,
+                     int64_t inner, const void* z, ActParams act, cudaStream_t s);
+// y = act(x) element-wise.
+cudaError_t Unary(const void* x, void* y, bool half, int64_t n, ActParams act, cudaStream_t s);
+// y = act(a op b) with broadcasting (`bc.a`/`bc.b` strides); `same` when both have y's shape.
+cudaError_t Binary(const void* a, const void* b, void* y, bool half, Bin op, const Broadcast& bc, int64_t n,
+                   bool same, ActParams act, cudaStream_t s);
+// Layout and precision conversion of a rank-4 tensor [n,c,h,w] (logical sizes), or a flat precision
+// conversion when both layouts agree.
+cudaError_t Convert(const void* src, bool src_half, bool src_nhwc, void* dst, bool dst_half, bool dst_nhwc,
+                    int64_t n, int64_t c, int64_t h, int64_t w, cudaStream_t s);
+
+struct PoolGeometry {
+  int64_t n, c, h, w, oh, ow;
+  int kh, kw, sh, sw, ph, pw, dh, dw;  // ph, pw: begin pads
+  bool max;
+  bool count_include_pad;
+};
+cudaError_t Pool2d(const void* x, void* y, bool half, bool nhwc, const PoolGeometry& g, cudaStream_t s);
+// Depthwise 2-D convolution (groups = channels = filters) with y = act(conv + bias[c] + z); w is [C, kh*kw].
+struct DwGeometry {
+  int64_t n, c, h, w, oh, ow;
+  int kh, kw, sh, sw, ph, pw, dh, dw;
+};
+cudaError_t DwConv(const void* x, const void* w, const void* bias, const void* z, void* y, bool half, bool nhwc,
+                   const DwGeometry& g, ActParams act, cudaStream_t s);
+// y[n,c] = mean over hw of x.
+cudaError_t GlobalAvgPool(const void* x, void* y, bool half, bool nhwc, int64_t n, int64_t c, int64_t hw,
+                          cudaStream_t s);
+// Row-wise softmax (or log-softmax) of x [rows, cols].
+cudaError_t Softmax(const void* x, void* y, bool half, int64_t rows, int64_t cols, bool log, cudaStream_t s);
+// Row-wise softmax of scale * x + mask, in place allowed. The mask (may be null) is broadcast: its offset
+// for element (row, col) is mask_row_offset(row) + col * mask_col_stride, with mask_row_offset from `bc.b`
+// over the first rank-1 dims of `bc` (the scores' dims).
+cudaError_t MaskedSoftmax(const void* x, void* y, bool half, int64_t rows, int64_t cols, float scale,
+                          const void* mask, const Broadcast& bc, cudaStream_t s);
+// y[o, j, t] = data[o, idx[j], t] (negative indices count from the end); `esize` bytes per element, indices
+// int64 or int32.
+cudaError_t Gather(const void* data, const void* idx, bool idx64, void* y, int esize, int64_t outer,
+                   int64_t axis_len, int64_t inner, int64_t nidx, cudaStream_t s);
+// y = float(x) for x of kind: 0 f32, 1 i64, 2 i32, 3 bool (u8); y FP32 or FP16.
+cudaError_t CastToFloat(const void* x, int src_kind, void* y, bool half, int64_t n, cudaStream_t s);
+// Row-wise layer norm of x [rows, cols] with scale/bias [cols] (bias may be null); FP32 statistics.
+cudaError_t LayerNorm(const void* x, const void* scale, const void* bias, void* y, bool half, int64_t rows,
+                      int64_t cols, float epsilon, cudaStream_t s);
+// y = x permuted: y's dim d is x's dim perm[d]; elements of `esize` bytes (2, 4 or 8).
+cudaError_t Transpose(const void* x, void* y, int esize, int rank, const int64_t* in_sizes, const int* perm,
+                      cudaStream_t s);
+// Deterministic pseudo-random values in [-1, 1) (for timing candidates on non-zero data).
+cudaError_t FillRandom(void* p, bool half, int64_t n, uint32_t seed, cudaStream_t s);
+
+}  // namespace kiln::cuda::k

@@ -1,0 +1,435 @@
+// The CUDA backend against the reference CPU kernels: one table of small graphs (one op or one fused
+// pattern each, with shapes from ResNet/MobileNet/BERT layers and odd sizes), each built for the GPU in
+// FP32 and FP16, run on random inputs and compared with RunReference on the same (optimized) graph.
+// Tolerances are norm-wise, ||gpu - ref|| / ||ref||:
+//   FP32 1e-4: cuDNN runs with FMA math (no TF32); FFT and Winograd algorithms and cuBLASLt's split-K
+//     reorder sums, which costs a few ulps per output (measured well under 1e-5), never 1e-4.
+//   FP16 1e-2: inputs and weights are rounded to 11-bit mantissas (2^-11 ~ 5e-4 relative each) and the
+//     outputs of every layer again; sums accumulate in FP32. A few layers deep this stays under 5e-3.
+// Every test skips without a GPU (CI has none), so this file only has to compile and link there.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "backends/cuda/cuda_backend.h"
+#include "build/builder.h"
+#include "kiln/engine.h"
+#include "ops/infer.h"
+#include "runtime/reference_executor.h"
+
+namespace kiln {
+namespace {
+
+#define KILN_SKIP_WITHOUT_GPU()                                              \
+  do {                                                                       \
+    if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no usable GPU";           \
+  } while (0)
+
+Tensor RandomTensor(const std::vector<int64_t>& sizes, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  Tensor t(DType::kFloat32, sizes);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+double RelativeError(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double g = got.data<float>()[i], w = want.data<float>()[i];
+    if (!std::isfinite(g)) return INFINITY;
+    num += (g - w) * (g - w);
+    den += w * w;
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// A small graph builder for the table.
+struct G {
+  Graph g;
+  std::mt19937 rng{42};
+  Value* In(const std::string& name, std::vector<int64_t> sizes) {
+    std::vector<Dim> dims(sizes.begin(), sizes.end());
+    Value* v = g.AddValue(name, DType::kFloat32, Shape(std::move(dims)));
+    g.AddInput(v);
+    return v;
+  }
+  Value* W(const std::string& name, std::vector<int64_t> sizes, float scale = 0.5f) {
+    return g.AddConstant(name, RandomTensor(sizes, rng, -scale, scale));
+  }
+  Value* Ints(const std::string& name, std::vector<int64_t> v) { return g.AddConstant(name, Tensor::FromVector(v)); }
+  Value* Scalar(const std::string& name, float v) { return g.AddConstant(name, Tensor::Scalar(v)); }
+  Value* Op(OpKind op, std::vector<Value*> ins, const std::string& out, int opset = 17) {
+    Value* y = g.AddValue(out, DType::kFloat32);
+    last = g.AddNode(op, out + "_node", std::move(ins), {y}, opset);
+    return y;
+  }
+  Node* last = nullptr;
+  Graph Done(Value* y) {
+    g.AddOutput(y);
+    EXPECT_TRUE(InferShapes(g).ok());
+    return std::move(g);
+  }
+};
+
+Value* Conv(G& b, Value* x, int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad, int64_t group,
+            bool bias, const std::string& name, int64_t dilation = 1) {
+  std::vector<Value*> ins = {x, b.W(name + "_w", {cout, cin / group, k, k})};
+  if (bias) ins.push_back(b.W(name + "_b", {cout}));
+  Value* y = b.Op(OpKind::kConv, ins, name);
+  b.last->attrs().Set("kernel_shape", std::vector<int64_t>{k, k});
+  b.last->attrs().Set("strides", std::vector<int64_t>{stride, stride});
+  b.last->attrs().Set("pads", std::vector<int64_t>{pad, pad, pad, pad});
+  b.last->attrs().Set("dilations", std::vector<int64_t>{dilation, dilation});
+  b.last->attrs().Set("group", group);
+  return y;
+}
+
+struct Case {
+  std::string name;
+  std::function<Graph()> make;
+  std::string conv_tactic = "";  // if set, every convolution runs this tactic instead of the tuner's pick
+};
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  cases.push_back({"conv3x3_bias_relu", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 16, 14, 14});
+                     return b.Done(b.Op(OpKind::kRelu, {Conv(b, x, 16, 32, 3, 1, 1, 1, true, "c")}, "y"));
+                   }});
+  cases.push_back({"conv_stride2_dilation2_odd", [] {
+                     G b;
+                     Value* x = b.In("x", {3, 5, 17, 15});
+                     return b.Done(Conv(b, x, 5, 7, 3, 2, 2, 1, false, "y", 2));
+                   }});
+  cases.push_back({"conv7x7_stem_maxpool", [] {
+                     G b;
+                     Value* x = b.In("x", {1, 3, 64, 64});
+                     Value* c = b.Op(OpKind::kRelu, {Conv(b, x, 3, 16, 7, 2, 3, 1, true, "c")}, "r");
+                     Value* y = b.Op(OpKind::kMaxPool, {c}, "y");
+                     b.last->attrs().Set("kernel_shape", std::vector<int64_t>{3, 3});
+                     b.last->attrs().Set("strides", std::vector<int64_t>{2, 2});
+                     b.last->attrs().Set("pads", std::vector<int64_t>{1, 1, 1, 1});
+                     return b.Done(y);
+                   }});
+  cases.push_back({"depthwise_relu6", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 32, 14, 14});
+                     Value* c = Conv(b, x, 32, 32, 3, 1, 1, 32, true, "c");
+                     return b.Done(b.Op(OpKind::kClip, {c, b.Scalar("lo", 0.f), b.Scalar("hi", 6.f)}, "y", 13));
+                   }});
+  const std::function<Graph()> resnet_block = [] {
+    G b;
+    Value* x = b.In("x", {2, 64, 8, 8});
+    Value* c1 = b.Op(OpKind::kRelu, {Conv(b, x, 64, 64, 1, 1, 0, 1, true, "c1")}, "r1");
+    Value* c2 = Conv(b, c1, 64, 64, 3, 1, 1, 1, true, "c2");
+    Value* s = b.Op(OpKind::kAdd, {c2, x}, "s");
+    return b.Done(b.Op(OpKind::kRelu, {s}, "y"));
+  };
+  cases.push_back({"resnet_block_fused_cudnn", resnet_block, "cudnn.conv_bias_act.a1"});
+  cases.push_back({"resnet_block_cudnn_then_epilogue", resnet_block, "cudnn.conv.a1"});
+  cases.push_back({"pointwise_as_gemm", [] {  // FP16 only: NHWC 1x1 convolutions as cuBLASLt GEMMs
+                     G b;
+                     Value* x = b.In("x", {2, 32, 9, 7});
+                     Value* c1 = b.Op(OpKind::kRelu, {Conv(b, x, 32, 32, 1, 1, 0, 1, true, "c1")}, "r1");
+                     Value* s = b.Op(OpKind::kAdd, {Conv(b, c1, 32, 32, 1, 1, 0, 1, true, "c2"), x}, "s");
+                     Value* r = b.Op(OpKind::kRelu, {s}, "r2");
+                     Value* c3 = Conv(b, r, 32, 24, 1, 1, 0, 1, false, "c3");
+                     return b.Done(b.Op(OpKind::kClip, {c3, b.Scalar("lo", 0.f), b.Scalar("hi", 6.f)}, "y", 13));
+                   }, "cublaslt.conv1x1.h0"});
+  cases.push_back({"depthwise_kiln_kernel", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 24, 15, 13});
+                     Value* c = Conv(b, x, 24, 24, 3, 2, 1, 24, true, "c");
+                     return b.Done(b.Op(OpKind::kClip, {c, b.Scalar("lo", 0.f), b.Scalar("hi", 6.f)}, "y", 13));
+                   }, "kiln.dwconv"});
+  cases.push_back({"resnet_block_residual", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 64, 8, 8});
+                     Value* c1 = b.Op(OpKind::kRelu, {Conv(b, x, 64, 64, 1, 1, 0, 1, true, "c1")}, "r1");
+                     Value* c2 = Conv(b, c1, 64, 64, 3, 1, 1, 1, true, "c2");
+                     Value* s = b.Op(OpKind::kAdd, {c2, x}, "s");
+                     return b.Done(b.Op(OpKind::kRelu, {s}, "y"));
+                   }});
+  cases.push_back({"mobilenet_tail_gap_gemm", [] {
+                     G b;
+                     Value* x = b.In("x", {4, 24, 7, 7});
+                     Value* c = Conv(b, x, 24, 40, 1, 1, 0, 1, true, "c");
+                     Value* p = b.Op(OpKind::kGlobalAveragePool, {c}, "p");
+                     Value* f = b.Op(OpKind::kFlatten, {p}, "f");
+                     Value* y = b.Op(OpKind::kGemm, {f, b.W("fw", {10, 40}), b.W("fb", {10})}, "y");
+                     b.last->attrs().Set("transB", int64_t{1});
+                     return b.Done(y);
+                   }});
+  cases.push_back({"avgpool_pads_ceil", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 6, 11, 9});
+                     Value* y = b.Op(OpKind::kAveragePool, {x}, "y");
+                     b.last->attrs().Set("kernel_shape", std::vector<int64_t>{3, 2});
+                     b.last->attrs().Set("strides", std::vector<int64_t>{2, 2});
+                     b.last->attrs().Set("pads", std::vector<int64_t>{1, 0, 1, 1});
+                     b.last->attrs().Set("ceil_mode", int64_t{1});
+                     return b.Done(y);
+                   }});
+  cases.push_back({"vgg_tail_reshape_gemm_relu", [] {
+                     G b;
+                     Value* x = b.In("x", {3, 32, 7, 7});
+                     Value* r = b.Op(OpKind::kReshape, {x, b.Ints("shape", {3, -1})}, "r");
+                     Value* g1 = b.Op(OpKind::kGemm, {r, b.W("w1", {64, 1568}, 0.05f), b.W("b1", {64})}, "g1");
+                     b.last->attrs().Set("transB", int64_t{1});
+                     Value* a = b.Op(OpKind::kRelu, {g1}, "a");
+                     Value* y = b.Op(OpKind::kGemm, {a, b.W("w2", {64, 13}), b.W("b2", {1, 13})}, "y");
+                     return b.Done(y);
+                   }});
+  cases.push_back({"matmul_batched_broadcast", [] {
+                     G b;
+                     Value* a = b.In("a", {2, 3, 5, 7});
+                     Value* c = b.In("c", {2, 3, 7, 9});
+                     Value* m = b.Op(OpKind::kMatMul, {a, c}, "m");
+                     return b.Done(b.Op(OpKind::kMatMul, {m, b.W("w", {9, 4})}, "y"));
+                   }});
+  cases.push_back({"eltwise_broadcast_chain", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 3, 4, 5});
+                     Value* z = b.In("z", {3, 1, 5});
+                     Value* s = b.Op(OpKind::kAdd, {x, z}, "s");
+                     Value* m = b.Op(OpKind::kMul, {s, b.W("k", {4, 1})}, "m");
+                     Value* d = b.Op(OpKind::kDiv, {m, b.Scalar("two", 2.f)}, "d");
+                     Value* e = b.Op(OpKind::kSub, {b.W("k2", {5}), d}, "e");
+                     Value* t = b.Op(OpKind::kTanh, {e}, "t");
+                     Value* g = b.Op(OpKind::kSigmoid, {t}, "g");
+                     Value* h = b.Op(OpKind::kHardSwish, {g}, "h");
+                     Value* l = b.Op(OpKind::kLeakyRelu, {h}, "l");
+                     Value* r = b.Op(OpKind::kErf, {l}, "r");
+                     return b.Done(b.Op(OpKind::kMul, {r, x}, "y"));
+                   }});
+  cases.push_back({"softmax_transpose_concat", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 4, 6, 10});
+                     Value* s = b.Op(OpKind::kSoftmax, {x}, "s", 13);
+                     Value* t = b.Op(OpKind::kTranspose, {s}, "t");
+                     b.last->attrs().Set("perm", std::vector<int64_t>{0, 2, 1, 3});
+                     Value* u = b.In("u", {2, 6, 3, 10});
+                     Value* c = b.Op(OpKind::kConcat, {t, u}, "c");
+                     b.last->attrs().Set("axis", int64_t{2});
+                     return b.Done(b.Op(OpKind::kLogSoftmax, {c}, "y", 13));
+                   }});
+  cases.push_back({"transposes_tiled_chunked_general", [] {
+                     G b;
+                     Value* x = b.In("x", {3, 5, 1, 7, 9});
+                     Value* t1 = b.Op(OpKind::kTranspose, {x}, "t1", 13);  // general
+                     b.last->attrs().Set("perm", std::vector<int64_t>{3, 0, 4, 2, 1});
+                     Value* t2 = b.Op(OpKind::kTranspose, {t1}, "t2", 13);  // [7,3,9,1,5] -> batched 2-D
+                     b.last->attrs().Set("perm", std::vector<int64_t>{0, 4, 3, 1, 2});
+                     Value* t3 = b.Op(OpKind::kTranspose, {t2}, "t3", 13);  // [7,5,1,3,9] -> chunks of 9
+                     b.last->attrs().Set("perm", std::vector<int64_t>{1, 0, 2, 3, 4});
+                     return b.Done(b.Op(OpKind::kSigmoid, {t3}, "y"));
+                   }});
+  cases.push_back({"bert_layernorm_gelu", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 9, 64});
+                     Value* n = b.Op(OpKind::kLayerNormalization, {x, b.W("g", {64}), b.W("bt", {64})}, "n");
+                     Value* m = b.Op(OpKind::kMatMul, {n, b.W("w", {64, 96}, 0.2f)}, "m");
+                     Value* a = b.Op(OpKind::kAdd, {m, b.W("ab", {96})}, "a");
+                     Value* g = b.Op(OpKind::kGelu, {a}, "y", 20);
+                     return b.Done(g);
+                   }});
+  return cases;
+}
+
+// Builds `graph` for the GPU (optimized: fused ops included), runs it on random inputs (twice, so the
+// second run replays the captured CUDA graph) and compares with the reference kernels.
+void CheckCase(const Case& c, Precision precision, double tolerance) {
+  if (c.conv_tactic.rfind("cublaslt.conv1x1", 0) == 0 && precision != Precision::kFp16) return;
+  BuildOptions options;
+  options.device = DeviceType::kCuda;
+  options.precision = precision;
+  auto plan = build::BuildPlan(c.make(), options, c.name);
+  ASSERT_TRUE(plan.ok()) << c.name << ": " << plan.status().ToString();
+  if (!c.conv_tactic.empty()) {
+    for (size_t i = 0; i < plan->schedule.size(); ++i) {
+      const OpKind op = plan->schedule[i]->op();
+      if (op == OpKind::kConv || op == OpKind::kFusedConv) plan->layers[i].tactic = c.conv_tactic;
+    }
+  }
+  auto exec = cuda::CudaExecutor::Create(*plan, 0);
+  ASSERT_TRUE(exec.ok()) << c.name << ": " << exec.status().ToString();
+  for (int round = 0; round < 3; ++round) {
+    std::mt19937 rng(100 + round);
+    TensorMap feeds;
+    for (const Value* v : plan->graph->inputs()) {
+      if (!v->is_constant()) feeds[v->name()] = RandomTensor(*v->shape()->sizes(), rng);
+    }
+    auto want = RunReference(*plan->graph, feeds);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    auto got = (*exec)->Run(feeds);
+    ASSERT_TRUE(got.ok()) << c.name << ": " << got.status().ToString();
+    for (const auto& [name, t] : *want) {
+      ASSERT_TRUE(got->count(name)) << name;
+      const Tensor& g = got->at(name);
+      ASSERT_EQ(g.sizes(), t.sizes()) << c.name << " " << name;
+      const double err = RelativeError(g, t);
+      EXPECT_LT(err, tolerance) << c.name << " (" << PrecisionName(precision) << ") output " << name << " round " << round;
+    }
+  }
+}
+
+TEST(CudaBackend, OpsMatchReferenceFp32) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const Case& c : Cases()) CheckCase(c, Precision::kFp32, 1e-4);
+}
+
+TEST(CudaBackend, OpsMatchReferenceFp16) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const Case& c : Cases()) CheckCase(c, Precision::kFp16, 1e-2);
+}
+
+TEST(CudaBackend, RefusesWhatItCannotRun) {
+  KILN_SKIP_WITHOUT_GPU();
+  Graph g;
+  Value* x = g.AddValue("x", DType::kFloat32, Shape{1, 4});
+  g.AddInput(x);
+  Value* y = g.AddValue("y", DType::kFloat32);
+  Node* n = g.AddNode(OpKind::kCumSum, "cumsum", {x, g.AddConstant("axis", Tensor::Scalar<int64_t>(1))}, {y}, 14);
+  EXPECT_NE(cuda::WhyUnsupported(*n), "");
+  g.AddOutput(y);
+  ASSERT_TRUE(InferShapes(g).ok());
+  BuildOptions options;
+  options.device = DeviceType::kCuda;
+  auto plan = build::BuildPlan(std::move(g), options, "cumsum");
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find("CumSum"), std::string::npos) << plan.status().ToString();
+}
+
+// A BERT layer in miniature, with a dynamic batch and sequence: the shape arithmetic that slices the
+// position ids (Shape -> Gather -> Unsqueeze -> Slice) runs on the host when each program is built, the
+// embeddings are gathered on the GPU, the mask is cast from int64, the QKV product is split, and
+// kiln.Attention runs as two batched products around a masked softmax.
+Graph MiniBert() {
+  G b;
+  const DType i64 = DType::kInt64;
+  auto typed = [&](const std::string& name, DType t) { return b.g.AddValue(name, t); };
+  Value* ids = b.g.AddValue("ids", i64, Shape{Dim::Symbol("batch"), Dim::Symbol("seq")});
+  Value* mask = b.g.AddValue("mask", i64, Shape{Dim::Symbol("batch"), Dim::Symbol("seq")});
+  b.g.AddInput(ids);
+  b.g.AddInput(mask);
+  Value* shape = typed("shape", i64);
+  b.g.AddNode(OpKind::kShape, "shape_node", {ids}, {shape}, 13);
+  Value* seq = typed("seq_len", i64);
+  b.g.AddNode(OpKind::kGather, "seq_node", {shape, b.g.AddConstant("one", Tensor::Scalar<int64_t>(1))}, {seq}, 13);
+  Value* seq1 = typed("seq1", i64);
+  b.g.AddNode(OpKind::kUnsqueeze, "seq1_node", {seq, b.Ints("ax0", {0})}, {seq1}, 13);
+  std::vector<int64_t> arange(16);
+  for (int i = 0; i < 16; ++i) arange[static_cast<size_t>(i)] = i;
+  Tensor pos_ids = Tensor::FromVector(arange).Reshaped({1, 16});
+  Value* pos = typed("pos", i64);
+  b.g.AddNode(OpKind::kSlice, "pos_node",
+              {b.g.AddConstant("pos_ids", std::move(pos_ids)), b.Ints("st", {0}), seq1, b.Ints("ax1", {1})}, {pos}, 13);
+  Value* emb = b.Op(OpKind::kGather, {b.W("wemb", {10, 32}), ids}, "emb", 13);
+  Value* pemb = b.Op(OpKind::kGather, {b.W("pos_table", {16, 32}), pos}, "pos_emb", 13);
+  Value* x = b.Op(OpKind::kAdd, {emb, pemb}, "x");
+  Value* ln = b.Op(OpKind::kLayerNormalization, {x, b.W("lng", {32}), b.W("lnb", {32})}, "ln");
+  Value* qkv = b.Op(OpKind::kAdd, {b.Op(OpKind::kMatMul, {ln, b.W("wqkv", {32, 96})}, "mm"), b.W("bqkv", {96})}, "qkv");
+  Value *q = b.g.AddValue("q", DType::kFloat32), *k = b.g.AddValue("k", DType::kFloat32),
+        *v = b.g.AddValue("v", DType::kFloat32);
+  b.g.AddNode(OpKind::kSplit, "split", {qkv, b.Ints("sizes", {32, 32, 32})}, {q, k, v}, 13)
+      ->attrs().Set("axis", int64_t{2});
+  Value* heads = b.Ints("heads", {0, 0, 4, 8});
+  auto perm = [&](Value* t, const std::string& name, std::vector<int64_t> p) {
+    Value* r = b.Op(OpKind::kReshape, {t, heads}, name + "_r", 13);
+    Value* y = b.Op(OpKind::kTranspose, {r}, name + "_t", 13);
+    b.last->attrs().Set("perm", p);
+    return y;
+  };
+  Value* qh = perm(q, "q", {0, 2, 1, 3});
+  Value* kh = perm(k, "k", {0, 2, 3, 1});
+  Value* vh = perm(v, "v", {0, 2, 1, 3});
+  Value* m1 = typed("m1", i64);
+  b.g.AddNode(OpKind::kUnsqueeze, "m1_node", {mask, b.Ints("ax_m", {1, 2})}, {m1}, 13);
+  Value* mf = b.Op(OpKind::kCast, {m1}, "mf", 13);
+  b.last->attrs().Set("to", int64_t{1});
+  Value* madd = b.Op(OpKind::kMul, {b.Op(OpKind::kSub, {b.Scalar("c1", 1.f), mf}, "inv"), b.Scalar("big", -10000.f)}, "madd");
+  Value* att = b.Op(OpKind::kAttention, {qh, kh, vh, madd}, "att", 13);
+  b.last->attrs().Set("scale", 0.35355339f);
+  Value* at = b.Op(OpKind::kTranspose, {att}, "att_t", 13);
+  b.last->attrs().Set("perm", std::vector<int64_t>{0, 2, 1, 3});
+  Value* y = b.Op(OpKind::kReshape, {at, b.Ints("back", {0, 0, 32})}, "att_r", 13);
+  return b.Done(b.Op(OpKind::kTanh, {y}, "y", 13));
+}
+
+void CheckMiniBert(Precision precision, double tolerance) {
+  BuildOptions options;
+  options.device = DeviceType::kCuda;
+  options.precision = precision;
+  OptimizationProfile profile;
+  profile.inputs["ids"] = InputProfile{{1, 1}, {2, 7}, {4, 16}};
+  profile.inputs["mask"] = InputProfile{{1, 1}, {2, 7}, {4, 16}};
+  options.profiles.push_back(profile);
+  auto plan = build::BuildPlan(MiniBert(), options, "mini_bert");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  auto exec = cuda::CudaExecutor::Create(*plan, 0);
+  ASSERT_TRUE(exec.ok()) << exec.status().ToString();
+  std::mt19937 rng(9);
+  for (std::vector<int64_t> sizes : {std::vector<int64_t>{2, 7}, {3, 16}, {2, 7}, {1, 5}}) {
+    TensorMap feeds;
+    for (const char* name : {"ids", "mask"}) {
+      Tensor t(DType::kInt64, sizes);
+      std::uniform_int_distribution<int64_t> dist(0, std::string(name) == "ids" ? 9 : 1);
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = dist(rng);
+      feeds[name] = std::move(t);
+    }
+    auto want = RunReference(*plan->graph, feeds);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    auto got = (*exec)->Run(feeds);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_LT(RelativeError(got->at("y"), want->at("y")), tolerance) << sizes[0] << "x" << sizes[1];
+  }
+}
+
+TEST(CudaBackend, MiniBertMatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  CheckMiniBert(Precision::kFp32, 1e-4);
+  CheckMiniBert(Precision::kFp16, 1e-2);
+}
+
+// The public API end to end: a CNN with a dynamic batch built for the GPU, several batch sizes and two
+// contexts, against the CPU engine.
+TEST(CudaBackend, EngineMatchesCpuEngine) {
+  KILN_SKIP_WITHOUT_GPU();
+  G b;
+  Value* x = b.g.AddValue("x", DType::kFloat32, Shape{Dim::Symbol("batch"), 3, 16, 16});
+  b.g.AddInput(x);
+  Value* c1 = b.Op(OpKind::kRelu, {Conv(b, x, 3, 8, 3, 1, 1, 1, true, "c1")}, "r1");
+  Value* c2 = Conv(b, c1, 8, 8, 3, 1, 1, 1, true, "c2");
+  Value* s = b.Op(OpKind::kRelu, {b.Op(OpKind::kAdd, {c2, c1}, "s")}, "r2");
+  Value* p = b.Op(OpKind::kGlobalAveragePool, {s}, "p");
+  Value* f = b.Op(OpKind::kFlatten, {p}, "f");
+  Value* y = b.Op(OpKind::kGemm, {f, b.W("fw", {5, 8}), b.W("fb", {5})}, "logits");
+  b.last->attrs().Set("transB", int64_t{1});
+  Graph graph = b.Done(b.Op(OpKind::kSoftmax, {y}, "y", 13));
+  BuildOptions gpu;
+  gpu.device = DeviceType::kCuda;
+  auto plan = build::BuildPlan(std::move(graph), gpu, "cnn");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  auto e1 = cuda::CudaExecutor::Create(*plan, 0);
+  auto e2 = cuda::CudaExecutor::Create(*plan, 0);
+  ASSERT_TRUE(e1.ok() && e2.ok());
+  std::mt19937 rng(5);
+  for (int64_t batch : {1, 7, 32, 7, 1}) {
+    TensorMap feeds = {{"x", RandomTensor({batch, 3, 16, 16}, rng)}};
+    auto want = RunReference(*plan->graph, feeds);
+    ASSERT_TRUE(want.ok());
+    for (auto* e : {&*e1, &*e2}) {
+      auto got = (*e)->Run(feeds);
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      EXPECT_LT(RelativeError(got->at("y"), want->at("y")), 1e-4) << "batch " << batch;
+      const cuda::CudaRunTimings t = (*e)->last_timings();
+      EXPECT_GE(t.compute_ms, 0.0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln

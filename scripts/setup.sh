@@ -37,6 +37,7 @@ packages=(
   clang-14 libclang-rt-14-dev                           # the ASan/UBSan build and libFuzzer targets
   python3 python3-venv                                  # the test and model-building environment
   libcpp-httplib-dev nlohmann-json3-dev                 # kiln serve: HTTP front end and JSON (src/server)
+  libgrpc++-dev protobuf-compiler-grpc                  # kiln serve: gRPC front end (src/server/grpc_*)
 )
 missing=()
 for p in "${packages[@]}"; do

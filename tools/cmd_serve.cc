@@ -1,6 +1,9 @@
 // kiln serve: an inference server for a model repository in Triton's layout, speaking KServe v2 over HTTP
-// (docs/SERVER.md). SIGINT/SIGTERM stop accepting requests, finish the ones in flight and exit 0.
+// and, when built with gRPC, over gRPC (docs/SERVER.md). SIGINT/SIGTERM stop accepting requests, finish the
+// ones in flight and exit 0.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <climits>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -13,6 +16,11 @@
 #include "commands.h"
 #include "server/http_server.h"
 #include "server/model_repository.h"
+#ifdef KILN_SERVER_GRPC
+#include <thread>
+
+#include "server/grpc_server.h"
+#endif
 
 namespace kiln::cli {
 namespace {
@@ -22,6 +30,8 @@ struct ServeOptions {
   std::string host = "0.0.0.0";
   int http_port = 8000;
   int grpc_port = 8001;
+  std::string grpc_host;  // "": the --http-address
+  bool allow_grpc = true;
   int metrics_port = 8002;
   bool allow_metrics = true;
   std::string control_mode = "none";
@@ -54,9 +64,27 @@ int RunServe(const ServeOptions& o) {
   server::HttpServer front(repository, http);
   Status status = front.Start();
   if (!status.ok()) return Fail(status);
-  Note("serving HTTP on " + o.host + ":" + std::to_string(o.http_port) +
-       (o.allow_metrics ? ", metrics on :" + std::to_string(o.metrics_port) : std::string()) +
-       " (gRPC is not implemented yet: --grpc-port " + std::to_string(o.grpc_port) + " is ignored)");
+  std::string grpc_note;
+#ifdef KILN_SERVER_GRPC
+  server::GrpcOptions grpc;
+  grpc.host = o.grpc_host.empty() ? o.host : o.grpc_host;
+  grpc.port = o.grpc_port;
+  grpc.max_message_bytes = static_cast<int>(std::min<size_t>(o.max_input_size, INT_MAX));
+  grpc.allow_model_control = http.allow_model_control;
+  server::GrpcServer grpc_front(repository, grpc);
+  if (o.allow_grpc) {
+    status = grpc_front.Start();
+    if (!status.ok()) {
+      front.Stop();
+      return Fail(status);
+    }
+    grpc_note = ", gRPC on " + grpc.host + ":" + std::to_string(grpc_front.port());
+  }
+#else
+  if (o.allow_grpc) grpc_note = " (this build has no gRPC front end: --grpc-port is ignored)";
+#endif
+  Note("serving HTTP on " + o.host + ":" + std::to_string(o.http_port) + grpc_note +
+       (o.allow_metrics ? ", metrics on :" + std::to_string(o.metrics_port) : std::string()));
 
   if (o.control_mode == "explicit") {
     for (const std::string& name : o.load_models) {
@@ -75,6 +103,9 @@ int RunServe(const ServeOptions& o) {
          (e.reason.empty() ? "" : " (" + e.reason + ")"));
   }
   front.SetReady(true);
+#ifdef KILN_SERVER_GRPC
+  grpc_front.SetReady(true);
+#endif
 
   timespec tick{0, 200 * 1000 * 1000};
   std::time_t next_poll = std::time(nullptr) + o.poll_secs;
@@ -88,7 +119,15 @@ int RunServe(const ServeOptions& o) {
   }
   Note("shutting down: finishing requests in flight");
   front.SetReady(false);
+#ifdef KILN_SERVER_GRPC
+  // Both front ends drain at once: gRPC waits for its calls in flight while HTTP waits for its requests.
+  grpc_front.SetReady(false);
+  std::thread grpc_stop([&grpc_front] { grpc_front.Stop(); });
   const bool joined = front.Stop();
+  grpc_stop.join();
+#else
+  const bool joined = front.Stop();
+#endif
   repository.UnloadAll();
   if (!joined) {
     // Idle keep-alive connections would hold the HTTP threads until their timeout; every request has
@@ -104,13 +143,17 @@ int RunServe(const ServeOptions& o) {
 
 void AddServeCommand(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<ServeOptions>();
-  CLI::App* cmd = app.add_subcommand("serve", "Serve a model repository over KServe v2 (Triton's HTTP protocol)");
+  CLI::App* cmd =
+      app.add_subcommand("serve", "Serve a model repository over KServe v2 (Triton's HTTP and gRPC protocols)");
   cmd->add_option("--model-repository,--model-store", options->repository,
                   "The repository: DIR/<model>/config.pbtxt and DIR/<model>/<version>/model.plan or model.onnx")
       ->required();
   cmd->add_option("--http-address", options->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--http-port", options->http_port, "HTTP port")->capture_default_str();
-  cmd->add_option("--grpc-port", options->grpc_port, "gRPC port (not implemented yet)")->capture_default_str();
+  cmd->add_option("--grpc-port", options->grpc_port, "gRPC port (0: any free port)")->capture_default_str();
+  cmd->add_option("--grpc-address", options->grpc_host, "Address of the gRPC listener (default: --http-address)");
+  cmd->add_option("--allow-grpc", options->allow_grpc, "Serve gRPC (Triton's GRPCInferenceService)")
+      ->capture_default_str();
   cmd->add_option("--metrics-port", options->metrics_port, "Port of /metrics (Prometheus)")->capture_default_str();
   cmd->add_option("--allow-metrics", options->allow_metrics, "Serve /metrics")->capture_default_str();
   cmd->add_option("--model-control-mode", options->control_mode,

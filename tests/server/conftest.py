@@ -134,6 +134,8 @@ class Server:
         cmd = [str(kiln_binary()), "serve", "--model-repository", str(repo), "--http-address", "127.0.0.1",
                "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
                "--http-max-input-size", str(max_input), *args]
+        if "--grpc-port" not in args:  # never the default 8001: another server may hold it
+            cmd += ["--grpc-port", str(free_port())]
         self.log = open(repo.parent / f"server-{self.http_port}.log", "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60

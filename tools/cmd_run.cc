@@ -45,24 +45,10 @@ Expected<TensorMap> RunEngine(const RunOptions& opt, std::shared_ptr<Engine> eng
   if (!engine) {
     BuildOptions build;
     build.device = device == DeviceKind::kCuda ? DeviceType::kCuda : DeviceType::kCpu;
-    OptimizationProfile profile;
-    for (const auto& [name, t] : inputs) profile.inputs[name] = InputProfile{t.sizes(), t.sizes(), t.sizes()};
-    build.profiles.push_back(std::move(profile));
+    build.profiles.push_back(ExactProfile(inputs));
     KILN_ASSIGN_OR_RETURN(engine, Engine::BuildFromOnnx(opt.model, build));
   }
-  auto ctx = engine->CreateContext();
-  if (!ctx) return OutOfRange("cannot create an execution context");
-  for (const auto& [name, t] : inputs) {
-    KILN_RETURN_IF_ERROR(ctx->SetInput(name, t.raw_data(), ToDataType(t.dtype()), t.sizes()));
-  }
-  KILN_RETURN_IF_ERROR(ctx->Run());
-  TensorMap out;
-  for (const BindingInfo& b : engine->outputs()) {
-    KILN_ASSIGN_OR_RETURN(HostTensor h, ctx->GetOutput(b.name));
-    Tensor t(ToDType(h.dtype()), h.dims());
-    if (t.nbytes() > 0) std::memcpy(t.raw_data(), h.data(), t.nbytes());
-    out[b.name] = std::move(t);
-  }
+  KILN_ASSIGN_OR_RETURN(TensorMap out, RunOnce(*engine, inputs));
   *how = "engine: " + std::to_string(engine->layers().size()) + " layers, " + engine->target_description();
   return out;
 }

@@ -242,4 +242,31 @@ MemoryInfo ExecutionContext::memory() const {
   return m;
 }
 
+// --- helpers for Kiln's tools (engine_impl.h) ----------------------------------------------------------
+
+OptimizationProfile ExactProfile(const TensorMap& inputs) {
+  OptimizationProfile profile;
+  for (const auto& entry : inputs) {
+    profile.inputs[entry.first] = InputProfile{entry.second.sizes(), entry.second.sizes(), entry.second.sizes()};
+  }
+  return profile;
+}
+
+Expected<TensorMap> RunOnce(const Engine& engine, const TensorMap& inputs) {
+  auto ctx = engine.CreateContext();
+  if (!ctx) return OutOfRange("cannot create an execution context");
+  for (const auto& [name, t] : inputs) {
+    KILN_RETURN_IF_ERROR(ctx->SetInput(name, t.raw_data(), ToDataType(t.dtype()), t.sizes()));
+  }
+  KILN_RETURN_IF_ERROR(ctx->Run());
+  TensorMap out;
+  for (const BindingInfo& b : engine.outputs()) {
+    KILN_ASSIGN_OR_RETURN(HostTensor h, ctx->GetOutput(b.name));
+    Tensor t(ToDType(h.dtype()), h.dims());
+    if (t.nbytes() > 0) std::memcpy(t.raw_data(), h.data(), t.nbytes());
+    out[b.name] = std::move(t);
+  }
+  return out;
+}
+
 }  // namespace kiln

@@ -177,25 +177,11 @@ CaseResult Refused(const Status& st, const CaseInfo& info, const std::string& st
 // Build -> serialize -> load -> run through the public API, for exactly the feeds' shapes.
 Expected<TensorMap> RunThroughEngine(const CaseInfo& info, const TensorMap& feeds) {
   BuildOptions options;
-  OptimizationProfile profile;
-  for (const auto& [name, t] : feeds) profile.inputs[name] = InputProfile{t.sizes(), t.sizes(), t.sizes()};
-  options.profiles.push_back(std::move(profile));
+  options.profiles.push_back(ExactProfile(feeds));
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<Engine> built, Engine::BuildFromOnnx(info.dir + "/model.onnx", options));
   KILN_ASSIGN_OR_RETURN(std::string bytes, built->Serialize());
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<Engine> engine, Engine::LoadFromMemory(bytes.data(), bytes.size()));
-  auto ctx = engine->CreateContext();
-  for (const auto& [name, t] : feeds) {
-    KILN_RETURN_IF_ERROR(ctx->SetInput(name, t.raw_data(), ToDataType(t.dtype()), t.sizes()));
-  }
-  KILN_RETURN_IF_ERROR(ctx->Run());
-  TensorMap out;
-  for (const BindingInfo& b : engine->outputs()) {
-    KILN_ASSIGN_OR_RETURN(HostTensor h, ctx->GetOutput(b.name));
-    Tensor t(ToDType(h.dtype()), h.dims());
-    if (t.nbytes() > 0) std::memcpy(t.raw_data(), h.data(), t.nbytes());
-    out[b.name] = std::move(t);
-  }
-  return out;
+  return RunOnce(*engine, feeds);
 }
 
 CaseResult RunDataSet(const CaseInfo& info, const Graph& graph, const std::string& set_dir, RunMode mode) {

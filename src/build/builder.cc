@@ -29,6 +29,23 @@ Status Optimize(Graph& graph, const BuildOptions& options) {
   return Status::Ok();
 }
 
+// The static sizes of every value once the graph is bound to `sizes` and constant-folded: shape arithmetic
+// (Shape -> Gather -> Slice ...) that shape inference alone leaves unknown becomes known.
+Expected<std::map<std::string, std::vector<int64_t>>> FoldedSizes(
+    const Graph& graph, const std::map<std::string, std::vector<int64_t>>& sizes) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Graph> folded, CloneWithInputSizes(graph, sizes));
+  for (const PassInfo& pass : OptimizerPasses()) {
+    if (std::string(pass.name) != "constant_folding") continue;
+    PassReport report;
+    KILN_RETURN_IF_ERROR(pass.run(*folded, report));
+  }
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const Value* v : folded->values()) {
+    if (v->shape() && v->shape()->is_static()) out[v->name()] = *v->shape()->sizes();
+  }
+  return out;
+}
+
 // A GPU build refuses the model if any layer cannot run on the GPU, naming every such layer at once.
 Status CheckGpuSupport(const Graph& graph) {
   std::string missing;
@@ -117,6 +134,11 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
     } else {
       TacticOptions tactic_options;
       tactic_options.progress = options.progress;
+      std::map<std::string, std::vector<int64_t>> known_sizes;
+      if (options.fast_kernels) {
+        KILN_ASSIGN_OR_RETURN(known_sizes, FoldedSizes(*graph, sizes));
+        tactic_options.known_sizes = &known_sizes;
+      }
       std::vector<TacticChoice> choices(bound_schedule.size());
       if (options.fast_kernels) {
         KILN_ASSIGN_OR_RETURN(choices, ChooseTactics(bound_schedule, tactic_options));

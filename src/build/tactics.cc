@@ -11,14 +11,22 @@ namespace kiln::build {
 namespace {
 
 // Random activations of the node's input shapes (weights are the real constants).
-Expected<std::vector<Tensor>> MakeInputs(const Node& node, std::mt19937& rng) {
+Expected<std::vector<Tensor>> MakeInputs(const Node& node, std::mt19937& rng, const TacticOptions& options) {
   std::vector<Tensor> inputs(node.num_inputs());
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   for (size_t i = 0; i < node.num_inputs(); ++i) {
     const Value* v = node.input(i);
     if (!v || v->is_constant()) continue;
-    if (!v->shape() || !v->shape()->is_static()) return Unsupported("input '" + v->name() + "' has no static shape");
-    KILN_ASSIGN_OR_RETURN(inputs[i], Tensor::Create(v->dtype(), *v->shape()->sizes()));
+    std::vector<int64_t> sizes;
+    if (v->shape() && v->shape()->is_static()) {
+      sizes = *v->shape()->sizes();
+    } else if (auto it = options.known_sizes ? options.known_sizes->find(v->name()) : std::map<std::string, std::vector<int64_t>>::const_iterator{};
+               options.known_sizes && it != options.known_sizes->end()) {
+      sizes = it->second;
+    } else {
+      return Unsupported("input '" + v->name() + "' has no static shape");
+    }
+    KILN_ASSIGN_OR_RETURN(inputs[i], Tensor::Create(v->dtype(), sizes));
     if (v->dtype() == DType::kFloat32) {
       float* p = inputs[i].data<float>();
       for (int64_t k = 0; k < inputs[i].numel(); ++k) p[k] = dist(rng);
@@ -66,7 +74,7 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
       options.progress("choosing tactics: timing layer " + std::to_string(i + 1) + "/" +
                        std::to_string(schedule.size()) + " (" + node.Label() + ")");
     }
-    auto inputs = MakeInputs(node, rng);
+    auto inputs = MakeInputs(node, rng, options);
     double best = -1;
     for (const cpu::CpuTactic& c : candidates) {
       TacticTiming t{c.name, -1, ""};
@@ -82,6 +90,9 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
           best = *ms;
           out[i].tactic = c.name;
         }
+      }
+      if (!t.error.empty() && options.progress) {
+        options.progress(node.Label() + ": tactic " + t.tactic + " cannot run these shapes (" + t.error + ")");
       }
       out[i].timings.push_back(std::move(t));
     }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct TacticOptions {
   int min_runs = 3;
   double budget_ms = 20;
   std::function<void(const std::string&)> progress;  // "choosing tactics: 12/57 layers"
+  // Sizes of values whose shape the bound graph leaves unknown (data-dependent shape arithmetic that
+  // constant folding resolves for static input sizes), by value name. Optional.
+  const std::map<std::string, std::vector<int64_t>>* known_sizes = nullptr;
 };
 
 // `schedule` is the schedule of a graph bound to static shapes (build::CloneWithInputSizes); the result

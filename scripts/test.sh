@@ -124,6 +124,7 @@ if [ "${sanitize}" = 1 ]; then
   if command -v clang++-14 >/dev/null; then
     export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    export LSAN_OPTIONS="suppressions=${PWD}/tests/lsan.supp:print_suppressions=0"
     stage "build (${asan_dir}/, clang-14, ASan+UBSan, fuzzers)" build_asan
     stage "ctest ${asan_dir}/ (the same tests under ASan+UBSan)" run_ctest "${asan_dir}"
     if [ -f tests/fuzz/CMakeLists.txt ]; then

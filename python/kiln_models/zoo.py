@@ -190,9 +190,9 @@ def densenet121(size=224):
 
 
 # ---- MobileNetV2 ---------------------------------------------------------------------------------------------
-def mobilenet_v2(size=224):
-    net = Net("mobilenet_v2", 2)
-    x = image_input(net, size)
+def mobilenet_v2_features(net, x, stage_end=None):
+    """MobileNetV2's stem and inverted-residual stages (up to 320 channels); calls stage_end(x, channels)
+    after each stage. Returns (x, channels)."""
     x = net.cbr(x, 3, 32, 3, 2, act="relu6")
     c = 32
     for t, cout, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -205,6 +205,14 @@ def mobilenet_v2(size=224):
             y = net.cbr(y, hidden, cout, 1, act=None)
             x = net.op("Add", [x, y]) if stride == 1 and c == cout else y
             c = cout
+        if stage_end:
+            stage_end(x, c)
+    return x, c
+
+
+def mobilenet_v2(size=224):
+    net = Net("mobilenet_v2", 2)
+    x, c = mobilenet_v2_features(net, image_input(net, size))
     x = net.cbr(x, c, 1280, 1, act="relu6")
     x = net.op("Flatten", [net.op("GlobalAveragePool", [x])], axis=1)
     logits_output(net, net.linear2d(x, 1280, 1000))
@@ -324,21 +332,9 @@ def vgg16(size=224):
 # ---- SSD-style detector: MobileNetV2 features at two scales + extra layers, box/class heads per scale -------
 def ssd_mobilenet(size=300, classes=91, anchors=6):
     net = Net("ssd_mobilenet", 91)
-    x = image_input(net, size)
-    x = net.cbr(x, 3, 32, 3, 2, act="relu6")
-    c, feats = 32, []
-    for t, cout, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                          (6, 160, 3, 2), (6, 320, 1, 1)]:
-        for i in range(n):
-            stride = s if i == 0 else 1
-            hidden = c * t
-            y = x if t == 1 else net.cbr(x, c, hidden, 1, act="relu6")
-            y = net.cbr(y, hidden, hidden, 3, stride, group=hidden, act="relu6")
-            y = net.cbr(y, hidden, cout, 1, act=None)
-            x = net.op("Add", [x, y]) if stride == 1 and c == cout else y
-            c = cout
-        if cout == 96:
-            feats.append((x, c))  # stride 16
+    feats = []
+    x, c = mobilenet_v2_features(net, image_input(net, size),
+                                 lambda f, fc: feats.append((f, fc)) if fc == 96 else None)  # stride 16
     feats.append((x, c))  # stride 32
     for cout in [512, 256, 256, 128]:  # extra layers: 1x1 reduce, 3x3 stride 2
         y = net.cbr(x, c, cout // 2, 1, act="relu6")

@@ -298,8 +298,7 @@ int RunClassify(const ClassifyOptions& opt) {
     if (!st.ok()) return Fail(st.WithContext(opt.model));
     auto out = ctx->GetOutput(spec->output);
     if (!out.ok()) return Fail(out.status().WithContext(opt.model));
-    Tensor raw(ToDType(out->dtype()), out->dims());
-    if (raw.nbytes() > 0) std::memcpy(raw.raw_data(), out->data(), raw.nbytes());
+    const Tensor raw = ToTensor(*out);
     Tensor scores = raw.dtype() == DType::kFloat32 ? raw : raw.CastTo(DType::kFloat32);
     if (scores.rank() < 1 || scores.size(0) != n || scores.numel() % n != 0 || scores.numel() == 0) {
       return Fail(opt.model + ": output '" + spec->output + "' is " + scores.Description() +

@@ -252,6 +252,12 @@ OptimizationProfile ExactProfile(const TensorMap& inputs) {
   return profile;
 }
 
+Tensor ToTensor(const HostTensor& h) {
+  Tensor t(ToDType(h.dtype()), h.dims());
+  if (t.nbytes() > 0) std::memcpy(t.raw_data(), h.data(), t.nbytes());
+  return t;
+}
+
 Expected<TensorMap> RunOnce(const Engine& engine, const TensorMap& inputs) {
   auto ctx = engine.CreateContext();
   if (!ctx) return OutOfRange("cannot create an execution context");
@@ -262,9 +268,7 @@ Expected<TensorMap> RunOnce(const Engine& engine, const TensorMap& inputs) {
   TensorMap out;
   for (const BindingInfo& b : engine.outputs()) {
     KILN_ASSIGN_OR_RETURN(HostTensor h, ctx->GetOutput(b.name));
-    Tensor t(ToDType(h.dtype()), h.dims());
-    if (t.nbytes() > 0) std::memcpy(t.raw_data(), h.data(), t.nbytes());
-    out[b.name] = std::move(t);
+    out[b.name] = ToTensor(h);
   }
   return out;
 }

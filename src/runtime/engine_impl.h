@@ -49,6 +49,7 @@ DataType ToDataType(DType t);
 // For Kiln's own tools and tests: a profile accepting exactly these inputs' sizes (min = opt = max), and
 // one run of `engine` on internal tensors through a fresh context, outputs copied out by binding name.
 OptimizationProfile ExactProfile(const TensorMap& inputs);
+Tensor ToTensor(const HostTensor& h);  // a copy
 Expected<TensorMap> RunOnce(const Engine& engine, const TensorMap& inputs);
 
 }  // namespace kiln

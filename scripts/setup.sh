@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for Kiln, idempotently and without questions:
 #   1. the Debian packages the build, the tests and the demo use (apt-get, as root or through sudo),
-#   2. the Python virtual environment .venv with requirements.txt and the demo model's weights,
+#   2. the Python virtual environment .venv with requirements.txt and the demo model's weights, and
+#      .venv-perf with perf_analyzer (requirements-perf.txt; run through .venv-perf/bin/kiln-perf-analyzer),
 #   3. a Release build in build/ (Ninja; the CUDA backend too when a CUDA toolkit is found),
 #   4. the demo model models/mobilenetv2.onnx.
 # Run again at any time: each step does only what is missing or out of date.
@@ -38,6 +39,7 @@ packages=(
   python3 python3-venv                                  # the test and model-building environment
   libcpp-httplib-dev nlohmann-json3-dev                 # kiln serve: HTTP front end and JSON (src/server)
   libgrpc++-dev protobuf-compiler-grpc                  # kiln serve: gRPC front end (src/server/grpc_*)
+  libb64-0d                                             # perf_analyzer (.venv-perf) links it
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -75,6 +77,29 @@ if [ ! -f "${stamp}" ] || ! cmp -s requirements.txt "${stamp}" ||
   cp requirements.txt "${stamp}"
 else
   step "Python packages: up to date"
+fi
+
+# perf_analyzer in its own environment (requirements-perf.txt says why), with a wrapper that finds the CUDA
+# runtime library the binary links; tests/server/test_perf_analyzer.py and docs/PERFORMANCE.md use it.
+perf_stamp=.venv-perf/.kiln-requirements
+if [ ! -f "${perf_stamp}" ] || ! cmp -s requirements-perf.txt "${perf_stamp}" ||
+   [ ! -x .venv-perf/bin/kiln-perf-analyzer ]; then
+  step "installing perf_analyzer into .venv-perf (requirements-perf.txt)"
+  [ -x .venv-perf/bin/python ] || python3 -m venv .venv-perf
+  .venv-perf/bin/python -m pip install -q -r requirements-perf.txt
+  cudart="$(.venv-perf/bin/python -c \
+    'import os, nvidia.cuda_runtime as r; print(os.path.join(r.__path__[0], "lib"))')"
+  cat >.venv-perf/bin/kiln-perf-analyzer <<WRAPPER
+#!/bin/sh
+# Written by scripts/setup.sh: perf_analyzer with the CUDA runtime library of nvidia-cuda-runtime-cu12.
+LD_LIBRARY_PATH="${cudart}\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$(pwd)/.venv-perf/bin/perf_analyzer" "\$@"
+WRAPPER
+  chmod +x .venv-perf/bin/kiln-perf-analyzer
+  .venv-perf/bin/kiln-perf-analyzer --version >/dev/null 2>&1 ||
+    { echo "setup.sh: .venv-perf/bin/kiln-perf-analyzer does not run" >&2; exit 1; }
+  cp requirements-perf.txt "${perf_stamp}"
+else
+  step "perf_analyzer: up to date"
 fi
 
 # --- 3. build -------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ struct ServeOptions {
   int poll_secs = 15;
   size_t max_input_size = 64u << 20;
   int http_threads = 64;
+  std::vector<std::string> http_restricted, grpc_restricted;
 };
 
 int RunServe(const ServeOptions& o) {
@@ -54,6 +55,7 @@ int RunServe(const ServeOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   server::ModelRepository repository(o.repository);
+  server::SharedMemoryManager shared_memory;
   server::HttpOptions http;
   http.host = o.host;
   http.port = o.http_port;
@@ -61,7 +63,11 @@ int RunServe(const ServeOptions& o) {
   http.max_body_bytes = o.max_input_size;
   http.threads = o.http_threads;
   http.allow_model_control = o.control_mode == "explicit";
-  server::HttpServer front(repository, http);
+  for (const std::string& rule : o.http_restricted) {
+    Status st = http.restricted.Add(rule);
+    if (!st.ok()) return Fail(st.WithContext("--http-restricted-api"));
+  }
+  server::HttpServer front(repository, shared_memory, http);
   Status status = front.Start();
   if (!status.ok()) return Fail(status);
   std::string grpc_note;
@@ -71,7 +77,11 @@ int RunServe(const ServeOptions& o) {
   grpc.port = o.grpc_port;
   grpc.max_message_bytes = static_cast<int>(std::min<size_t>(o.max_input_size, INT_MAX));
   grpc.allow_model_control = http.allow_model_control;
-  server::GrpcServer grpc_front(repository, grpc);
+  for (const std::string& rule : o.grpc_restricted) {
+    Status st = grpc.restricted.Add(rule);
+    if (!st.ok()) return Fail(st.WithContext("--grpc-restricted-api"));
+  }
+  server::GrpcServer grpc_front(repository, shared_memory, grpc);
   if (o.allow_grpc) {
     status = grpc_front.Start();
     if (!status.ok()) {
@@ -171,6 +181,12 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--http-thread-count", options->http_threads, "HTTP worker threads")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  cmd->add_option("--http-restricted-api", options->http_restricted,
+                  "<category>[,<category>...]:<key>=<value>: those HTTP endpoints need header <key>: <value> "
+                  "(else 403); categories: health, metadata, inference, shared-memory, model-config, "
+                  "model-repository, statistics");
+  cmd->add_option("--grpc-restricted-api", options->grpc_restricted,
+                  "As --http-restricted-api, for gRPC methods and metadata (else PERMISSION_DENIED)");
   cmd->callback([options, &exit_code] { exit_code = RunServe(*options); });
 }
 

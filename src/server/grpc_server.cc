@@ -7,35 +7,13 @@
 #include <cstring>
 #include <limits>
 
+#include "server/grpc_codec.h"
 #include "server/grpc_service.grpc.pb.h"
-#include "server/http_infer.h"  // KServe datatype names, shared with the HTTP front end
+#include "server/grpc_stream.h"
+#include "server/kserve_types.h"
 
 namespace kiln::server {
 namespace {
-
-grpc::Status ToGrpc(const Status& status) {
-  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
-  switch (status.code()) {
-    case StatusCode::kOk: return grpc::Status::OK;
-    case StatusCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-    case StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kOutOfRange: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-    case StatusCode::kUnsupported: code = grpc::StatusCode::UNIMPLEMENTED; break;
-    case StatusCode::kDataLoss:
-    case StatusCode::kInternal: code = grpc::StatusCode::INTERNAL; break;
-  }
-  return grpc::Status(code, status.message());
-}
-
-// "" -> -1 (the latest ready version); otherwise a non-negative decimal number.
-Expected<int64_t> ParseVersion(const std::string& text) {
-  if (text.empty()) return int64_t{-1};
-  if (text.size() > 18 || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return InvalidArgument("bad model version '" + text + "'");
-  }
-  return static_cast<int64_t>(std::stoll(text));
-}
 
 template <typename Tensor>
 void FillTensorMetadata(const Tensor& t, bool batched, inference::ModelMetadataResponse::TensorMetadata* out) {
@@ -55,115 +33,32 @@ void FillDuration(const DurationStat& d, inference::StatisticDuration* out) {
   FillDuration(d.count.load(), d.ns.load(), out);
 }
 
-template <typename Dst, typename Field>
-Status CopyTyped(const Field& values, const std::string& name, HostTensor* tensor) {
-  if (static_cast<int64_t>(values.size()) != tensor->numel()) {
-    return InvalidArgument("input '" + name + "': " + std::to_string(values.size()) + " values for a shape of " +
-                           std::to_string(tensor->numel()) + " elements");
-  }
-  Dst* dst = tensor->data_as<Dst>();
-  for (int i = 0; i < values.size(); ++i) dst[i] = static_cast<Dst>(values.Get(i));
-  return Status::Ok();
-}
-
-// The typed contents of one input (the field of its datatype's family) into `tensor`.
-Status FromContents(const inference::InferTensorContents& c, const std::string& name, HostTensor* tensor) {
-  switch (tensor->dtype()) {
-    case DataType::kBool: return CopyTyped<bool>(c.bool_contents(), name, tensor);
-    case DataType::kInt8: return CopyTyped<int8_t>(c.int_contents(), name, tensor);
-    case DataType::kInt16: return CopyTyped<int16_t>(c.int_contents(), name, tensor);
-    case DataType::kInt32: return CopyTyped<int32_t>(c.int_contents(), name, tensor);
-    case DataType::kInt64: return CopyTyped<int64_t>(c.int64_contents(), name, tensor);
-    case DataType::kUInt8: return CopyTyped<uint8_t>(c.uint_contents(), name, tensor);
-    case DataType::kUInt16: return CopyTyped<uint16_t>(c.uint_contents(), name, tensor);
-    case DataType::kUInt32: return CopyTyped<uint32_t>(c.uint_contents(), name, tensor);
-    case DataType::kUInt64: return CopyTyped<uint64_t>(c.uint64_contents(), name, tensor);
-    case DataType::kFloat32: return CopyTyped<float>(c.fp32_contents(), name, tensor);
-    case DataType::kFloat64: return CopyTyped<double>(c.fp64_contents(), name, tensor);
-    case DataType::kFloat16:
-    case DataType::kBFloat16: break;
-  }
-  return InvalidArgument("input '" + name + "': " + KServeTypeName(tensor->dtype()) +
-                         " data must be sent in raw_input_contents");
-}
-
-Expected<InferRequest> DecodeInfer(const inference::ModelInferRequest& in) {
-  const bool raw = in.raw_input_contents_size() > 0;
-  if (raw && in.raw_input_contents_size() != in.inputs_size()) {
-    return InvalidArgument("raw_input_contents has " + std::to_string(in.raw_input_contents_size()) +
-                           " entries for " + std::to_string(in.inputs_size()) + " inputs");
-  }
-  InferRequest out;
-  for (int i = 0; i < in.inputs_size(); ++i) {
-    const auto& tensor = in.inputs(i);
-    const std::string& name = tensor.name();
-    Expected<DataType> dtype = ParseKServeType(tensor.datatype());
-    if (!dtype.ok()) return dtype.status().WithContext("input '" + name + "'");
-    std::vector<int64_t> dims;
-    int64_t numel = 1;
-    for (int64_t d : tensor.shape()) {
-      if (d < 0) return InvalidArgument("input '" + name + "': negative dim " + std::to_string(d) + " in its shape");
-      if (d > 0 && numel > (int64_t{1} << 40) / d) return InvalidArgument("input '" + name + "': shape too large");
-      numel *= d;
-      dims.push_back(d);
-    }
-    HostTensor host(*dtype, dims);
-    if (raw) {
-      const std::string& bytes = in.raw_input_contents(i);
-      if (bytes.size() != host.nbytes()) {
-        return InvalidArgument("input '" + name + "': " + std::to_string(bytes.size()) +
-                               " bytes of raw contents for a shape of " + std::to_string(host.nbytes()) + " bytes");
-      }
-      if (!bytes.empty()) std::memcpy(host.data(), bytes.data(), bytes.size());
-    } else {
-      Status st = FromContents(tensor.contents(), name, &host);
-      if (!st.ok()) return st;
-    }
-    out.inputs.push_back({name, std::move(host)});
-  }
-  for (const auto& o : in.outputs()) out.outputs.push_back(o.name());
-  auto timeout = in.parameters().find("timeout");
-  if (timeout != in.parameters().end()) {
-    const inference::InferParameter& p = timeout->second;
-    if (p.has_int64_param() && p.int64_param() > 0) out.timeout_us = static_cast<uint64_t>(p.int64_param());
-    if (p.has_uint64_param()) out.timeout_us = p.uint64_param();
-  }
-  return out;
-}
-
-void EncodeInfer(const InferResult& result, inference::ModelInferResponse* out) {
-  for (const NamedTensor& t : result.outputs) {
-    auto* tensor = out->add_outputs();
-    tensor->set_name(t.name);
-    tensor->set_datatype(KServeTypeName(t.tensor.dtype()));
-    for (int64_t d : t.tensor.dims()) tensor->add_shape(d);
-    out->add_raw_output_contents(static_cast<const char*>(t.tensor.data()), t.tensor.nbytes());
-  }
-}
-
-// Triton's GRPCInferenceService on the callback API: ModelInfer finishes from the scheduler's callback, so
 // no gRPC thread waits while a request is queued or batched.
 class Service final : public inference::GRPCInferenceService::CallbackService {
  public:
-  Service(ModelRepository& repo, const GrpcOptions& options, const std::atomic<bool>& ready)
-      : repo_(repo), options_(options), ready_(ready) {}
+  Service(ModelRepository& repo, SharedMemoryManager& shm, const GrpcOptions& options,
+          const std::atomic<bool>& ready)
+      : repo_(repo), shm_(shm), options_(options), ready_(ready) {}
 
   using Reactor = grpc::ServerUnaryReactor;
   using Context = grpc::CallbackServerContext;
 
   Reactor* ServerLive(Context* ctx, const inference::ServerLiveRequest*, inference::ServerLiveResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kHealth)) return refused;
     res->set_live(true);
     return Done(ctx, Status::Ok());
   }
 
   Reactor* ServerReady(Context* ctx, const inference::ServerReadyRequest*,
                        inference::ServerReadyResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kHealth)) return refused;
     res->set_ready(ready_.load() && repo_.AllReady());
     return Done(ctx, Status::Ok());
   }
 
   Reactor* ModelReady(Context* ctx, const inference::ModelReadyRequest* req,
                       inference::ModelReadyResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kHealth)) return refused;
     Expected<int64_t> version = ParseVersion(req->version());
     if (!version.ok()) return Done(ctx, version.status());
     res->set_ready(repo_.Find(req->name(), *version).ok());
@@ -172,9 +67,11 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
   Reactor* ServerMetadata(Context* ctx, const inference::ServerMetadataRequest*,
                           inference::ServerMetadataResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kMetadata)) return refused;
     res->set_name("kiln");
     res->set_version(KILN_VERSION);
-    for (const char* e : {"model_repository", "model_configuration", "statistics", "schedule_policy"}) {
+    for (const char* e : {"model_repository", "model_configuration", "statistics", "schedule_policy",
+                          "system_shared_memory", "cuda_shared_memory"}) {
       res->add_extensions(e);
     }
     return Done(ctx, Status::Ok());
@@ -182,6 +79,7 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
   Reactor* ModelMetadata(Context* ctx, const inference::ModelMetadataRequest* req,
                          inference::ModelMetadataResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kMetadata)) return refused;
     Expected<std::shared_ptr<ModelVersion>> v = Find(req->name(), req->version());
     if (!v.ok()) return Done(ctx, v.status());
     const config::ModelConfig& config = *(*v)->config;
@@ -198,6 +96,7 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
   Reactor* ModelConfig(Context* ctx, const inference::ModelConfigRequest* req,
                        inference::ModelConfigResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kModelConfig)) return refused;
     Expected<std::shared_ptr<ModelVersion>> v = Find(req->name(), req->version());
     if (!v.ok()) return Done(ctx, v.status());
     *res->mutable_config() = *(*v)->config;
@@ -206,6 +105,7 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
   Reactor* ModelStatistics(Context* ctx, const inference::ModelStatisticsRequest* req,
                            inference::ModelStatisticsResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kStatistics)) return refused;
     std::vector<std::shared_ptr<ModelVersion>> list;
     if (req->name().empty()) {
       list = repo_.Ready();
@@ -246,9 +146,10 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
   Reactor* ModelInfer(Context* ctx, const inference::ModelInferRequest* req,
                       inference::ModelInferResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kInference)) return refused;
     Expected<std::shared_ptr<ModelVersion>> v = Find(req->model_name(), req->model_version());
     if (!v.ok()) return Done(ctx, v.status());
-    Expected<InferRequest> request = DecodeInfer(*req);
+    Expected<DecodedInfer> request = DecodeInfer(*req, shm_);
     if (!request.ok()) return Done(ctx, request.status());
     res->set_model_name((*v)->model);
     res->set_model_version(std::to_string((*v)->version));
@@ -256,19 +157,25 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
     Reactor* reactor = ctx->DefaultReactor();
     // The callback holds no reference to the model version: the scheduler it belongs to may be the one
     // finishing its queue while the version is unloaded.
-    (*v)->scheduler->Enqueue(std::move(*request), [reactor, res](InferResult result) {
-      if (!result.status.ok()) {
-        reactor->Finish(ToGrpc(result.status));
-        return;
-      }
-      EncodeInfer(result, res);
-      reactor->Finish(grpc::Status::OK);
-    });
+    (*v)->scheduler->Enqueue(std::move(request->request),
+                             [this, reactor, res, output_shm = std::move(request->output_shm)](InferResult result) {
+                               Status status = result.status;
+                               if (status.ok()) status = EncodeInfer(result, output_shm, shm_, res);
+                               reactor->Finish(ToGrpc(status));
+                             });
     return reactor;
+  }
+
+  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>* ModelStreamInfer(
+      Context* ctx) override {
+    const std::optional<std::string> denied = Denial(ctx, ApiCategory::kInference);
+    return StartInferStream(repo_, shm_,
+                            denied ? grpc::Status(grpc::StatusCode::PERMISSION_DENIED, *denied) : grpc::Status::OK);
   }
 
   Reactor* RepositoryIndex(Context* ctx, const inference::RepositoryIndexRequest* req,
                            inference::RepositoryIndexResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kModelRepository)) return refused;
     for (const ModelIndexEntry& e : repo_.Index()) {
       if (req->ready() && e.state != "READY") continue;
       auto* row = res->add_models();
@@ -282,15 +189,91 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
   Reactor* RepositoryModelLoad(Context* ctx, const inference::RepositoryModelLoadRequest* req,
                                inference::RepositoryModelLoadResponse*) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kModelRepository)) return refused;
     return Done(ctx, Control(req->model_name(), true));
   }
 
   Reactor* RepositoryModelUnload(Context* ctx, const inference::RepositoryModelUnloadRequest* req,
                                  inference::RepositoryModelUnloadResponse*) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kModelRepository)) return refused;
     return Done(ctx, Control(req->model_name(), false));
   }
 
+  Reactor* SystemSharedMemoryStatus(Context* ctx, const inference::SystemSharedMemoryStatusRequest* req,
+                                    inference::SystemSharedMemoryStatusResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kSharedMemory)) return refused;
+    Expected<std::vector<SystemRegionInfo>> regions = shm_.SystemStatus(req->name());
+    if (!regions.ok()) return Done(ctx, regions.status());
+    for (const SystemRegionInfo& r : *regions) {
+      auto& row = (*res->mutable_regions())[r.name];
+      row.set_name(r.name);
+      row.set_key(r.key);
+      row.set_offset(r.offset);
+      row.set_byte_size(r.byte_size);
+    }
+    return Done(ctx, Status::Ok());
+  }
+
+  Reactor* SystemSharedMemoryRegister(Context* ctx, const inference::SystemSharedMemoryRegisterRequest* req,
+                                      inference::SystemSharedMemoryRegisterResponse*) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kSharedMemory)) return refused;
+    return Done(ctx, shm_.RegisterSystem(req->name(), req->key(), req->offset(), req->byte_size()));
+  }
+
+  Reactor* SystemSharedMemoryUnregister(Context* ctx, const inference::SystemSharedMemoryUnregisterRequest* req,
+                                        inference::SystemSharedMemoryUnregisterResponse*) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kSharedMemory)) return refused;
+    shm_.UnregisterSystem(req->name());
+    return Done(ctx, Status::Ok());
+  }
+
+  Reactor* CudaSharedMemoryStatus(Context* ctx, const inference::CudaSharedMemoryStatusRequest* req,
+                                  inference::CudaSharedMemoryStatusResponse* res) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kSharedMemory)) return refused;
+    Expected<std::vector<CudaRegionInfo>> regions = shm_.CudaStatus(req->name());
+    if (!regions.ok()) return Done(ctx, regions.status());
+    for (const CudaRegionInfo& r : *regions) {
+      auto& row = (*res->mutable_regions())[r.name];
+      row.set_name(r.name);
+      row.set_device_id(static_cast<uint64_t>(r.device_id));
+      row.set_byte_size(r.byte_size);
+    }
+    return Done(ctx, Status::Ok());
+  }
+
+  Reactor* CudaSharedMemoryRegister(Context* ctx, const inference::CudaSharedMemoryRegisterRequest* req,
+                                    inference::CudaSharedMemoryRegisterResponse*) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kSharedMemory)) return refused;
+    return Done(ctx, shm_.RegisterCuda(req->name(), req->raw_handle(), req->device_id(), req->byte_size()));
+  }
+
+  Reactor* CudaSharedMemoryUnregister(Context* ctx, const inference::CudaSharedMemoryUnregisterRequest* req,
+                                      inference::CudaSharedMemoryUnregisterResponse*) override {
+    if (Reactor* refused = Refuse(ctx, ApiCategory::kSharedMemory)) return refused;
+    shm_.UnregisterCuda(req->name());
+    return Done(ctx, Status::Ok());
+  }
+
  private:
+  // Why a call of a restricted category is refused (its metadata lacks the key), or nullopt.
+  std::optional<std::string> Denial(Context* ctx, ApiCategory category) const {
+    if (options_.restricted.empty()) return std::nullopt;
+    const auto& metadata = ctx->client_metadata();
+    return options_.restricted.Denied(category, [&metadata](const std::string& key) {
+      auto it = metadata.find(key);
+      return it == metadata.end() ? std::string() : std::string(it->second.data(), it->second.size());
+    });
+  }
+
+  // Finishes a call of a restricted category that lacks the required metadata; nullptr lets it through.
+  Reactor* Refuse(Context* ctx, ApiCategory category) {
+    const std::optional<std::string> denied = Denial(ctx, category);
+    if (!denied) return nullptr;
+    Reactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, *denied));
+    return reactor;
+  }
+
   static Reactor* Done(Context* ctx, const Status& status) {
     Reactor* reactor = ctx->DefaultReactor();
     reactor->Finish(ToGrpc(status));
@@ -322,6 +305,7 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
   }
 
   ModelRepository& repo_;
+  SharedMemoryManager& shm_;
   const GrpcOptions& options_;
   const std::atomic<bool>& ready_;
 };
@@ -330,22 +314,23 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
 
 struct GrpcServer::Impl {
   ModelRepository& repo;
+  SharedMemoryManager& shm;
   GrpcOptions options;
   std::unique_ptr<Service> service;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
   bool stopped = false;
 
-  Impl(ModelRepository& r, GrpcOptions o) : repo(r), options(std::move(o)) {}
+  Impl(ModelRepository& r, SharedMemoryManager& m, GrpcOptions o) : repo(r), shm(m), options(std::move(o)) {}
 };
 
-GrpcServer::GrpcServer(ModelRepository& repository, GrpcOptions options)
-    : impl_(std::make_unique<Impl>(repository, std::move(options))) {}
+GrpcServer::GrpcServer(ModelRepository& repository, SharedMemoryManager& shared_memory, GrpcOptions options)
+    : impl_(std::make_unique<Impl>(repository, shared_memory, std::move(options))) {}
 
 GrpcServer::~GrpcServer() { Stop(); }
 
 Status GrpcServer::Start() {
-  impl_->service = std::make_unique<Service>(impl_->repo, impl_->options, ready_);
+  impl_->service = std::make_unique<Service>(impl_->repo, impl_->shm, impl_->options, ready_);
   grpc::ServerBuilder builder;
   const std::string address = impl_->options.host + ":" + std::to_string(impl_->options.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl_->port);

@@ -1,6 +1,7 @@
 // The gRPC front end: Triton's GRPCInferenceService (src/server/grpc_service.proto) over the repository and
-// schedulers — health, metadata, config, statistics, inference (typed or raw tensors) and the repository
-// index/load/unload. Like the HTTP front end it only translates; kiln::Status codes map to gRPC codes.
+// schedulers — health, metadata, config, statistics, inference (typed or raw tensors, or in shared memory),
+// the repository index/load/unload and the system/CUDA shared-memory methods. Like the HTTP front end it
+// only translates; kiln::Status codes map to gRPC codes.
 // Built only when gRPC is found at configure time (KILN_SERVER_GRPC is then defined).
 #pragma once
 
@@ -10,6 +11,8 @@
 #include <string>
 
 #include "server/model_repository.h"
+#include "server/restricted_api.h"
+#include "server/shared_memory.h"
 
 namespace kiln::server {
 
@@ -18,11 +21,12 @@ struct GrpcOptions {
   int port = 8001;  // 0: any free port (see port())
   int max_message_bytes = INT_MAX;  // larger requests get RESOURCE_EXHAUSTED
   bool allow_model_control = false;  // --model-control-mode explicit
+  RestrictedApis restricted;  // --grpc-restricted-api: methods answered only with metadata (else PERMISSION_DENIED)
 };
 
 class GrpcServer {
  public:
-  GrpcServer(ModelRepository& repository, GrpcOptions options);
+  GrpcServer(ModelRepository& repository, SharedMemoryManager& shared_memory, GrpcOptions options);
   ~GrpcServer();  // Stop()
   // Binds and starts serving on gRPC's threads.
   Status Start();

@@ -7,18 +7,6 @@ namespace {
 
 using nlohmann::json;
 
-struct TypeName {
-  DataType type;
-  const char* name;
-};
-constexpr TypeName kNames[] = {
-    {DataType::kBool, "BOOL"},     {DataType::kUInt8, "UINT8"},   {DataType::kUInt16, "UINT16"},
-    {DataType::kUInt32, "UINT32"}, {DataType::kUInt64, "UINT64"}, {DataType::kInt8, "INT8"},
-    {DataType::kInt16, "INT16"},   {DataType::kInt32, "INT32"},   {DataType::kInt64, "INT64"},
-    {DataType::kFloat16, "FP16"},  {DataType::kFloat32, "FP32"},  {DataType::kFloat64, "FP64"},
-    {DataType::kBFloat16, "BF16"},
-};
-
 void Flatten(const json& j, std::vector<const json*>* out) {
   if (j.is_array()) {
     for (const json& e : j) Flatten(e, out);
@@ -91,21 +79,34 @@ const json* Param(const json& object, const char* name) {
   return it == params->end() ? nullptr : &*it;
 }
 
+// The shared_memory_* parameters of an input or requested output; unused when it names no region.
+Expected<SharedMemoryRef> SharedMemoryRefOf(const json& tensor, const std::string& what) {
+  SharedMemoryRef ref;
+  const json* region = Param(tensor, "shared_memory_region");
+  const json* size = Param(tensor, "shared_memory_byte_size");
+  const json* offset = Param(tensor, "shared_memory_offset");
+  if (region == nullptr) {
+    if (size != nullptr || offset != nullptr) {
+      return InvalidArgument(what + ": shared_memory_byte_size/offset without shared_memory_region");
+    }
+    return ref;
+  }
+  if (!region->is_string() || region->get<std::string>().empty()) {
+    return InvalidArgument(what + ": shared_memory_region must be a non-empty string");
+  }
+  if (size == nullptr || !size->is_number_unsigned()) {
+    return InvalidArgument(what + ": shared_memory_byte_size must be given as a non-negative integer");
+  }
+  if (offset != nullptr && !offset->is_number_unsigned()) {
+    return InvalidArgument(what + ": shared_memory_offset must be a non-negative integer");
+  }
+  ref.region = region->get<std::string>();
+  ref.byte_size = size->get<uint64_t>();
+  ref.offset = offset != nullptr ? offset->get<uint64_t>() : 0;
+  return ref;
+}
+
 }  // namespace
-
-const char* KServeTypeName(DataType type) {
-  for (const TypeName& t : kNames) {
-    if (t.type == type) return t.name;
-  }
-  return "INVALID";
-}
-
-Expected<DataType> ParseKServeType(const std::string& name) {
-  for (const TypeName& t : kNames) {
-    if (name == t.name) return t.type;
-  }
-  return InvalidArgument("unsupported datatype '" + name + "'");
-}
 
 Expected<HostTensor> TensorFromJson(const json& data, DataType dtype, const std::vector<int64_t>& dims,
                                     const std::string& name) {
@@ -151,7 +152,8 @@ json TensorToJson(const HostTensor& t) {
   return json::array();
 }
 
-Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t header_length) {
+Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t header_length,
+                                              const SharedMemoryManager& shm) {
   if (header_length > body.size()) {
     return InvalidArgument("Inference-Header-Content-Length " + std::to_string(header_length) +
                            " exceeds the body's " + std::to_string(body.size()) + " bytes");
@@ -163,6 +165,12 @@ Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t he
   if (auto id = j.find("id"); id != j.end() && id->is_string()) out.id = id->get<std::string>();
   if (const json* t = Param(j, "timeout"); t != nullptr && t->is_number_unsigned()) {
     out.request.timeout_us = t->get<uint64_t>();
+  }
+  if (const json* priority = Param(j, "priority"); priority != nullptr) {
+    if (!priority->is_number_unsigned()) {
+      return InvalidArgument("the 'priority' parameter must be a non-negative integer");
+    }
+    out.request.priority = priority->get<uint64_t>();
   }
   if (const json* b = Param(j, "binary_data_output"); b != nullptr && b->is_boolean()) {
     out.binary_default = b->get<bool>();
@@ -189,6 +197,15 @@ Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t he
         return InvalidArgument("input '" + name + "': shape must hold non-negative integers");
       }
       dims.push_back(d.get<int64_t>());
+    }
+    KILN_ASSIGN_OR_RETURN(SharedMemoryRef ref, SharedMemoryRefOf(in, "input '" + name + "'"));
+    if (ref.used()) {
+      if (Param(in, "binary_data_size") != nullptr || in.contains("data")) {
+        return InvalidArgument("input '" + name + "': shared memory and data in the request at once");
+      }
+      KILN_ASSIGN_OR_RETURN(HostTensor tensor, shm.ReadTensor(name, ref, *dtype, dims));
+      out.request.inputs.push_back({name, std::move(tensor)});
+      continue;
     }
     if (const json* size = Param(in, "binary_data_size"); size != nullptr) {
       if (!size->is_number_unsigned()) return InvalidArgument("input '" + name + "': bad binary_data_size");
@@ -219,7 +236,11 @@ Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t he
       if (!o.is_object() || !o.contains("name") || !o["name"].is_string()) {
         return InvalidArgument("a requested output has no 'name'");
       }
-      out.request.outputs.push_back(o["name"].get<std::string>());
+      const std::string name = o["name"].get<std::string>();
+      out.request.outputs.push_back(name);
+      KILN_ASSIGN_OR_RETURN(SharedMemoryRef ref, SharedMemoryRefOf(o, "output '" + name + "'"));
+      if (ref.used()) KILN_RETURN_IF_ERROR(shm.CheckOutput(name, ref));
+      out.shared_memory.push_back(std::move(ref));
       const json* b = Param(o, "binary_data");
       out.binary.push_back(b != nullptr && b->is_boolean() ? b->get<bool>() : out.binary_default);
     }
@@ -227,8 +248,9 @@ Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t he
   return out;
 }
 
-HttpBody EncodeInferResponse(const HttpInferRequest& request, const InferResult& result, const std::string& model,
-                             const std::string& version) {
+Expected<HttpBody> EncodeInferResponse(const HttpInferRequest& request, const InferResult& result,
+                                       const std::string& model, const std::string& version,
+                                       const SharedMemoryManager& shm) {
   json j = {{"model_name", model}, {"model_version", version}};
   if (!request.id.empty()) j["id"] = request.id;
   json outputs = json::array();
@@ -237,7 +259,12 @@ HttpBody EncodeInferResponse(const HttpInferRequest& request, const InferResult&
     const HostTensor& t = result.outputs[i].tensor;
     json o = {{"name", result.outputs[i].name}, {"datatype", KServeTypeName(t.dtype())}, {"shape", t.dims()}};
     const bool as_binary = i < request.binary.size() ? request.binary[i] : request.binary_default;
-    if (as_binary) {
+    if (i < request.shared_memory.size() && request.shared_memory[i].used()) {
+      const SharedMemoryRef& ref = request.shared_memory[i];
+      KILN_RETURN_IF_ERROR(shm.WriteTensor(result.outputs[i].name, ref, t));
+      o["parameters"] = {{"shared_memory_region", ref.region}, {"shared_memory_byte_size", t.nbytes()}};
+      if (ref.offset > 0) o["parameters"]["shared_memory_offset"] = ref.offset;
+    } else if (as_binary) {
       o["parameters"] = {{"binary_data_size", t.nbytes()}};
       binary.append(static_cast<const char*>(t.data()), t.nbytes());
     } else {

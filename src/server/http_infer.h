@@ -9,12 +9,10 @@
 
 #include "kiln/engine.h"
 #include "server/inference.h"
+#include "server/kserve_types.h"
+#include "server/shared_memory.h"
 
 namespace kiln::server {
-
-// "FP32" <-> kiln::DataType.
-const char* KServeTypeName(DataType type);
-Expected<DataType> ParseKServeType(const std::string& name);
 
 struct HttpInferRequest {
   InferRequest request;
@@ -22,18 +20,24 @@ struct HttpInferRequest {
   // Per requested output (request.outputs order) or, when none is named, for all: whether it goes binary.
   std::vector<bool> binary;
   bool binary_default = false;
+  // Per requested output: where it goes in shared memory (unused: in the response).
+  std::vector<SharedMemoryRef> shared_memory;
 };
 
 // `body` is the whole request body; `header_length` the Inference-Header-Content-Length (0: all JSON).
-Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t header_length);
+// Inputs in shared memory are read from `shm`; outputs to go there are checked against it.
+Expected<HttpInferRequest> DecodeInferRequest(const std::string& body, size_t header_length,
+                                              const SharedMemoryManager& shm);
 
 struct HttpBody {
   std::string content;
   std::string content_type;
   size_t header_length = 0;  // > 0: send Inference-Header-Content-Length
 };
-HttpBody EncodeInferResponse(const HttpInferRequest& request, const InferResult& result,
-                             const std::string& model, const std::string& version);
+// Writes the outputs asked for in shared memory into their regions (an error when one does not fit).
+Expected<HttpBody> EncodeInferResponse(const HttpInferRequest& request, const InferResult& result,
+                                       const std::string& model, const std::string& version,
+                                       const SharedMemoryManager& shm);
 
 // Values of a (nested) JSON array into a tensor of `dtype` with `dims`; checks the element count.
 Expected<HostTensor> TensorFromJson(const nlohmann::json& data, DataType dtype, const std::vector<int64_t>& dims,

@@ -2,7 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
-#include "server/http_infer.h"
+#include "server/kserve_types.h"
 
 namespace kiln::server {
 namespace {

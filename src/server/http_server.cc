@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <future>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -75,6 +76,69 @@ std::vector<int64_t> NestedShape(const json& j) {
   return dims;
 }
 
+// Standard base64 (padding optional); nullopt for any other character.
+std::optional<std::string> DecodeBase64(const std::string& text) {
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (char c : text) {
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+') v = 62;
+    else if (c == '/') v = 63;
+    else if (c == '=') break;
+    else return std::nullopt;
+    bits = (bits << 6) | static_cast<uint32_t>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out.push_back(static_cast<char>((bits >> count) & 0xff));
+    }
+  }
+  return out;
+}
+
+// A JSON request body that must be an object; InvalidArgument otherwise.
+Expected<json> BodyObject(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument("the request body is not a JSON object");
+  return j;
+}
+
+// A non-negative integer field of a JSON object; `fallback` when absent and allowed.
+Expected<uint64_t> UnsignedField(const json& j, const char* name, std::optional<uint64_t> fallback = std::nullopt) {
+  auto it = j.find(name);
+  if (it == j.end()) {
+    if (fallback) return *fallback;
+    return InvalidArgument(std::string("'") + name + "' is missing");
+  }
+  if (!it->is_number_unsigned()) return InvalidArgument(std::string("'") + name + "' must be a non-negative integer");
+  return it->get<uint64_t>();
+}
+
+// The restricted-API category of an endpoint (Triton's grouping); nullopt for an unknown path (404 anyway).
+std::optional<ApiCategory> CategoryOf(const std::string& method, const std::string& path) {
+  const auto starts = [&path](const char* prefix) { return path.rfind(prefix, 0) == 0; };
+  const auto ends = [&path](const std::string& suffix) {
+    return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (starts("/v2/health/")) return ApiCategory::kHealth;
+  if (starts("/v2/repository/")) return ApiCategory::kModelRepository;
+  if (starts("/v2/systemsharedmemory") || starts("/v2/cudasharedmemory")) return ApiCategory::kSharedMemory;
+  if (starts("/v2/models")) {
+    if (ends("/stats")) return ApiCategory::kStatistics;
+    if (ends("/infer")) return ApiCategory::kInference;
+    if (ends("/config")) return ApiCategory::kModelConfig;
+    if (ends("/ready")) return ApiCategory::kHealth;
+    return ApiCategory::kMetadata;
+  }
+  if (path == "/v2") return ApiCategory::kMetadata;
+  if (starts("/v1/models/")) return method == "POST" ? ApiCategory::kInference : ApiCategory::kHealth;
+  return std::nullopt;
+}
+
 // A flat JSON array as nested arrays of `dims`, from element `*offset` on.
 json Nest(const json& flat, const std::vector<int64_t>& dims, size_t level, size_t* offset) {
   if (level == dims.size()) return flat[(*offset)++];
@@ -87,6 +151,7 @@ json Nest(const json& flat, const std::vector<int64_t>& dims, size_t level, size
 
 struct HttpServer::Impl {
   ModelRepository& repo;
+  SharedMemoryManager& shm;
   HttpOptions options;
   httplib::Server http, metrics;
   std::thread http_thread, metrics_thread;
@@ -97,14 +162,15 @@ struct HttpServer::Impl {
   std::condition_variable active_cv;
   std::set<const httplib::Request*> active;
 
-  Impl(ModelRepository& r, HttpOptions o) : repo(r), options(std::move(o)) {}
+  Impl(ModelRepository& r, SharedMemoryManager& m, HttpOptions o) : repo(r), shm(m), options(std::move(o)) {}
   void Routes();
+  void SharedMemoryRoutes();
   void Infer(const httplib::Request& req, httplib::Response& res);
   void Predict(const httplib::Request& req, httplib::Response& res);
 };
 
-HttpServer::HttpServer(ModelRepository& repository, HttpOptions options)
-    : impl_(std::make_unique<Impl>(repository, std::move(options))) {
+HttpServer::HttpServer(ModelRepository& repository, SharedMemoryManager& shared_memory, HttpOptions options)
+    : impl_(std::make_unique<Impl>(repository, shared_memory, std::move(options))) {
   impl_->ready = &ready_;
 }
 
@@ -124,11 +190,14 @@ void HttpServer::Impl::Infer(const httplib::Request& req, httplib::Response& res
       return SendError(res, InvalidArgument("bad Inference-Header-Content-Length '" + header + "'"));
     }
   }
-  Expected<HttpInferRequest> request = DecodeInferRequest(req.body, header_length);
+  Expected<HttpInferRequest> request = DecodeInferRequest(req.body, header_length, shm);
   if (!request.ok()) return SendError(res, request.status());
   InferResult result = RunSync(**version, request->request);
   if (!result.status.ok()) return SendError(res, result.status);
-  HttpBody body = EncodeInferResponse(*request, result, (*version)->model, std::to_string((*version)->version));
+  Expected<HttpBody> encoded =
+      EncodeInferResponse(*request, result, (*version)->model, std::to_string((*version)->version), shm);
+  if (!encoded.ok()) return SendError(res, encoded.status());
+  const HttpBody& body = *encoded;
   if (body.header_length > 0) res.set_header("Inference-Header-Content-Length", std::to_string(body.header_length));
   res.set_content(body.content, body.content_type.c_str());
 }
@@ -185,6 +254,74 @@ void HttpServer::Impl::Predict(const httplib::Request& req, httplib::Response& r
   SendJson(res, 200, {{"predictions", predictions}});
 }
 
+// Triton's shared-memory extension: /v2/{system,cuda}sharedmemory[/region/<name>]/{status,register,unregister}.
+void HttpServer::Impl::SharedMemoryRoutes() {
+  using Req = httplib::Request;
+  using Res = httplib::Response;
+  const auto region_name = [](const Req& req) { return req.matches.size() > 1 ? req.matches[1].str() : ""; };
+  for (const std::string kind : {"system", "cuda"}) {
+    const bool cuda = kind == "cuda";
+    const std::string base = "/v2/" + kind + "sharedmemory";
+    const auto status = [this, cuda, region_name](const Req& req, Res& res) {
+      json rows = json::array();
+      if (cuda) {
+        Expected<std::vector<CudaRegionInfo>> regions = shm.CudaStatus(region_name(req));
+        if (!regions.ok()) return SendError(res, regions.status());
+        for (const CudaRegionInfo& r : *regions) {
+          rows.push_back({{"name", r.name}, {"device_id", r.device_id}, {"byte_size", r.byte_size}});
+        }
+      } else {
+        Expected<std::vector<SystemRegionInfo>> regions = shm.SystemStatus(region_name(req));
+        if (!regions.ok()) return SendError(res, regions.status());
+        for (const SystemRegionInfo& r : *regions) {
+          rows.push_back({{"name", r.name}, {"key", r.key}, {"offset", r.offset}, {"byte_size", r.byte_size}});
+        }
+      }
+      SendJson(res, 200, rows);
+    };
+    const auto unregister = [this, cuda, region_name](const Req& req, Res& res) {
+      cuda ? shm.UnregisterCuda(region_name(req)) : shm.UnregisterSystem(region_name(req));
+      SendJson(res, 200, json::object());
+    };
+    http.Get(base + "/status", status);
+    http.Get(base + "/region/([^/]+)/status", status);
+    http.Post(base + "/unregister", unregister);
+    http.Post(base + "/region/([^/]+)/unregister", unregister);
+    http.Post(base + "/region/([^/]+)/register", [this, cuda](const Req& req, Res& res) {
+      Expected<json> body = BodyObject(req.body);
+      if (!body.ok()) return SendError(res, body.status());
+      const std::string name = req.matches[1].str();
+      Expected<uint64_t> byte_size = UnsignedField(*body, "byte_size");
+      if (!byte_size.ok()) return SendError(res, byte_size.status());
+      Status status;
+      if (cuda) {
+        const json* handle = nullptr;
+        if (auto it = body->find("raw_handle"); it != body->end() && it->is_object() && it->contains("b64")) {
+          handle = &(*it)["b64"];
+        }
+        if (handle == nullptr || !handle->is_string()) {
+          return SendError(res, InvalidArgument("'raw_handle' must be {\"b64\": \"<base64>\"}"));
+        }
+        std::optional<std::string> raw = DecodeBase64(handle->get<std::string>());
+        if (!raw) return SendError(res, InvalidArgument("'raw_handle' is not valid base64"));
+        auto device = body->find("device_id");
+        if (device == body->end() || !device->is_number_integer()) {
+          return SendError(res, InvalidArgument("'device_id' must be an integer"));
+        }
+        status = shm.RegisterCuda(name, *raw, device->get<int64_t>(), *byte_size);
+      } else {
+        auto key = body->find("key");
+        if (key == body->end() || !key->is_string()) return SendError(res, InvalidArgument("'key' must be a string"));
+        Expected<uint64_t> offset = UnsignedField(*body, "offset", 0);
+        if (!offset.ok()) return SendError(res, offset.status());
+        status = shm.RegisterSystem(name, key->get<std::string>(), *offset, *byte_size);
+      }
+      if (!status.ok()) return SendError(res, status);
+      SendJson(res, 200, json::object());
+    });
+  }
+}
+
 void HttpServer::Impl::Routes() {
   using Req = httplib::Request;
   using Res = httplib::Response;
@@ -199,7 +336,8 @@ void HttpServer::Impl::Routes() {
              {{"name", "kiln"},
               {"version", KILN_VERSION},
               {"extensions",
-               {"binary_tensor_data", "model_repository", "model_configuration", "statistics", "schedule_policy"}}});
+               {"binary_tensor_data", "model_repository", "model_configuration", "statistics", "schedule_policy",
+                "system_shared_memory", "cuda_shared_memory"}}});
   });
   http.Get("/v2/models/stats", [this](const Req&, Res& res) { SendJson(res, 200, ModelStatsJson(repo.Ready())); });
   http.Get(model + "/stats", [this](const Req& req, Res& res) {
@@ -227,6 +365,7 @@ void HttpServer::Impl::Routes() {
     SendJson(res, 200, ModelConfigJson(*(*v)->config));
   });
   http.Post(model + "/infer", [this](const Req& req, Res& res) { Infer(req, res); });
+  SharedMemoryRoutes();
   http.Post("/v2/repository/index", [this](const Req& req, Res& res) {
     json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
     const bool ready_only = body.is_object() && body.value("ready", false);
@@ -275,10 +414,19 @@ void HttpServer::Impl::Routes() {
     if (rows.empty()) return SendError(res, NotFound("unknown model '" + name + "'"));
     SendJson(res, rows[0]["state"] == "AVAILABLE" ? 200 : 503, {{"model_version_status", rows}});
   });
-  http.set_pre_routing_handler([this](const Req& req, Res&) {
-    std::lock_guard<std::mutex> lock(active_mu);
-    active.insert(&req);
-    return httplib::Server::HandlerResponse::Unhandled;
+  http.set_pre_routing_handler([this](const Req& req, Res& res) {
+    {
+      std::lock_guard<std::mutex> lock(active_mu);
+      active.insert(&req);
+    }
+    if (options.restricted.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    const std::optional<ApiCategory> category = CategoryOf(req.method, req.path);
+    if (!category) return httplib::Server::HandlerResponse::Unhandled;
+    const std::optional<std::string> denied =
+        options.restricted.Denied(*category, [&req](const std::string& key) { return req.get_header_value(key); });
+    if (!denied) return httplib::Server::HandlerResponse::Unhandled;
+    SendJson(res, 403, {{"error", *denied}});
+    return httplib::Server::HandlerResponse::Handled;
   });
   http.set_logger([this](const Req& req, const Res&) {
     std::lock_guard<std::mutex> lock(active_mu);

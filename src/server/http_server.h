@@ -1,6 +1,7 @@
 // The HTTP front end: KServe v2 (health, metadata, config, ready, infer with JSON and binary tensors,
-// statistics, repository index/load/unload), TF-Serving-style /v1 predict and status, and a separate
-// metrics listener serving /metrics. It only translates between HTTP and the repository and schedulers.
+// statistics, repository index/load/unload, system and CUDA shared memory), TF-Serving-style /v1 predict
+// and status, and a separate metrics listener serving /metrics. It only translates between HTTP and the
+// repository, schedulers and shared-memory regions.
 #pragma once
 
 #include <atomic>
@@ -9,6 +10,8 @@
 #include <thread>
 
 #include "server/model_repository.h"
+#include "server/restricted_api.h"
+#include "server/shared_memory.h"
 
 namespace kiln::server {
 
@@ -19,11 +22,12 @@ struct HttpOptions {
   size_t max_body_bytes = 64u << 20;  // larger requests get 413
   int threads = 64;  // each open connection holds one
   bool allow_model_control = false;  // --model-control-mode explicit
+  RestrictedApis restricted;  // --http-restricted-api: endpoints answered only with a header (else 403)
 };
 
 class HttpServer {
  public:
-  HttpServer(ModelRepository& repository, HttpOptions options);
+  HttpServer(ModelRepository& repository, SharedMemoryManager& shared_memory, HttpOptions options);
   ~HttpServer();
   // Binds and starts serving on background threads.
   Status Start();

@@ -23,6 +23,9 @@ struct InferRequest {
   std::vector<std::string> outputs;
   // Queue timeout asked for by the client (used when the config allows overriding); 0: the default.
   uint64_t timeout_us = 0;
+  // Priority level asked for by the client (1 first); 0: the model's default. Ignored by models without
+  // priority_levels.
+  uint64_t priority = 0;
 };
 
 struct InferResult {

@@ -5,6 +5,8 @@
 #include <mutex>
 #include <sstream>
 
+#include "server/gpu_metrics.h"
+
 namespace kiln::server {
 namespace {
 
@@ -100,6 +102,20 @@ std::string RenderPrometheus(const ModelRepository& repository) {
   }
   out << "# HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]\n# TYPE nv_cpu_utilization gauge\n"
       << "nv_cpu_utilization " << CpuUtilization() << "\n";
+  // GPU families only when NVML reports GPUs (Triton omits them on machines without).
+  const std::vector<GpuSample> gpus = SampleGpus();
+  if (!gpus.empty()) {
+    const auto gpu_family = [&out, &gpus](const char* name, const char* help, auto value) {
+      out << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n";
+      for (const GpuSample& g : gpus) out << name << "{gpu_uuid=\"" << Escape(g.uuid) << "\"} " << value(g) << "\n";
+    };
+    gpu_family("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)",
+               [](const GpuSample& g) { return g.utilization; });
+    gpu_family("nv_gpu_memory_total_bytes", "GPU total memory, in bytes",
+               [](const GpuSample& g) { return g.memory_total; });
+    gpu_family("nv_gpu_memory_used_bytes", "GPU used memory, in bytes",
+               [](const GpuSample& g) { return g.memory_used; });
+  }
   return out.str();
 }
 

@@ -1,4 +1,5 @@
-// Prometheus text exposition of the models' counters with Triton's metric names, and nv_cpu_utilization.
+// Prometheus text exposition of the models' counters with Triton's metric names, nv_cpu_utilization and,
+// where NVML finds GPUs, nv_gpu_utilization / nv_gpu_memory_total_bytes / nv_gpu_memory_used_bytes.
 #pragma once
 
 #include <string>

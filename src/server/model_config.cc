@@ -4,7 +4,9 @@
 #include <google/protobuf/text_format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 namespace kiln::server {
@@ -106,8 +108,49 @@ Expected<ModelConfig> ReadModelConfig(const std::string& path) {
   return ParseModelConfig(text.str(), path);
 }
 
-BuildOptions BuildOptionsFor(const ModelConfig& config) {
+Expected<Precision> RequestedPrecision(const ModelConfig& config) {
+  const auto parse = [](const std::string& text, const std::string& where) -> Expected<Precision> {
+    std::string lower;
+    for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "fp32") return Precision::kFp32;
+    if (lower == "fp16") return Precision::kFp16;
+    return InvalidArgument(where + ": precision '" + text + "' is not one Kiln builds (FP32, FP16)");
+  };
+  std::optional<Precision> chosen;
+  const auto choose = [&chosen](Precision p, const std::string& where) -> Status {
+    if (chosen && *chosen != p) return InvalidArgument(where + " contradicts an earlier precision request");
+    chosen = p;
+    return Status::Ok();
+  };
+  const auto& accelerators = config.optimization().execution_accelerators();
+  for (const auto& a : accelerators.gpu_execution_accelerator()) {
+    const std::string where = "optimization gpu_execution_accelerator '" + a.name() + "'";
+    if (a.name() != "tensorrt" && a.name() != "kiln") {
+      return InvalidArgument(where + " is not supported (Kiln understands 'tensorrt' and 'kiln')");
+    }
+    for (const auto& [key, value] : a.parameters()) {
+      if (key != "precision_mode") {
+        return InvalidArgument(where + ": parameter '" + key + "' is not supported (only precision_mode)");
+      }
+      KILN_ASSIGN_OR_RETURN(Precision p, parse(value, where));
+      KILN_RETURN_IF_ERROR(choose(p, where));
+    }
+  }
+  if (accelerators.cpu_execution_accelerator_size() > 0) {
+    return InvalidArgument("optimization cpu_execution_accelerator '" +
+                           accelerators.cpu_execution_accelerator(0).name() +
+                           "' is not supported (Kiln's CPU kernels are its own)");
+  }
+  if (auto it = config.parameters().find("precision"); it != config.parameters().end()) {
+    KILN_ASSIGN_OR_RETURN(Precision p, parse(it->second.string_value(), "parameters 'precision'"));
+    KILN_RETURN_IF_ERROR(choose(p, "parameters 'precision'"));
+  }
+  return chosen.value_or(Precision::kFp32);
+}
+
+Expected<BuildOptions> BuildOptionsFor(const ModelConfig& config) {
   BuildOptions options;
+  KILN_ASSIGN_OR_RETURN(options.precision, RequestedPrecision(config));
   for (const auto& group : config.instance_group()) {
     if (group.kind() == config::ModelInstanceGroup::KIND_GPU) options.device = DeviceType::kCuda;
   }
@@ -203,13 +246,30 @@ Status CompleteConfig(const Engine& engine, bool inferred, ModelConfig* config) 
   }
   if (config->has_dynamic_batching()) {
     if (!batch_dims) return InvalidArgument("dynamic_batching needs max_batch_size > 0");
-    for (int32_t size : config->dynamic_batching().preferred_batch_size()) {
+    const auto& db = config->dynamic_batching();
+    for (int32_t size : db.preferred_batch_size()) {
       if (size < 1 || size > config->max_batch_size()) {
         return InvalidArgument("preferred_batch_size " + std::to_string(size) + " is outside 1.." +
                                std::to_string(config->max_batch_size()));
       }
     }
+    const uint64_t levels = db.priority_levels();
+    if (levels == 0 && (db.default_priority_level() != 0 || db.priority_queue_policy_size() > 0)) {
+      return InvalidArgument("default_priority_level and priority_queue_policy need priority_levels > 0");
+    }
+    if (levels > 0 && (db.default_priority_level() < 1 || db.default_priority_level() > levels)) {
+      return InvalidArgument("default_priority_level " + std::to_string(db.default_priority_level()) +
+                             " is outside 1.." + std::to_string(levels) + " (priority_levels)");
+    }
+    for (const auto& [level, policy] : db.priority_queue_policy()) {
+      if (level < 1 || level > levels) {
+        return InvalidArgument("priority_queue_policy for level " + std::to_string(level) + " outside 1.." +
+                               std::to_string(levels) + " (priority_levels)");
+      }
+    }
   }
+  // Checked for plans too (they were built already), so that a mistyped request never passes silently.
+  KILN_RETURN_IF_ERROR(RequestedPrecision(*config).status());
   for (const auto& group : config->instance_group()) {
     if (group.count() < 0) return InvalidArgument("instance_group count must not be negative");
     if (group.kind() == config::ModelInstanceGroup::KIND_CPU && group.gpus_size() > 0) {

@@ -23,9 +23,15 @@ std::string ConfigTypeName(config::DataType type);
 Expected<ModelConfig> ParseModelConfig(const std::string& text, const std::string& what);
 Expected<ModelConfig> ReadModelConfig(const std::string& path);
 
-// Build options for an ONNX model under `config`: when it batches, a profile with batch 1..max_batch_size
-// for every input whose other dims are known.
-BuildOptions BuildOptionsFor(const ModelConfig& config);
+// The precision the config asks ONNX builds for: Triton's optimization { execution_accelerators {
+// gpu_execution_accelerator [{ name: "tensorrt" (or "kiln") parameters { key: "precision_mode" value: "FP16" }
+// }] } } or Kiln's parameters { key: "precision" value { string_value: "fp16" } }; FP32 when neither.
+// InvalidArgument for an accelerator, parameter or precision Kiln does not know, or two that disagree.
+Expected<Precision> RequestedPrecision(const ModelConfig& config);
+
+// Build options for an ONNX model under `config`: the requested precision, the device of its instances
+// and, when it batches, a profile with batch 1..max_batch_size for every input whose other dims are known.
+Expected<BuildOptions> BuildOptionsFor(const ModelConfig& config);
 
 // Fills what `config` leaves out from the engine's bindings (inputs, outputs and, when `inferred` — no
 // config.pbtxt —, max_batch_size from a dynamic leading dim), then checks that the config and the engine

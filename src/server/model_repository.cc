@@ -82,9 +82,10 @@ Expected<std::shared_ptr<Engine>> LoadEngine(const std::string& version_dir, con
   if (named.empty() && fs::exists(dir / "model.plan", ec)) return Engine::Load((dir / "model.plan").string());
   const fs::path onnx = dir / (named.empty() ? "model.onnx" : named);
   if (!fs::exists(onnx, ec)) return NotFound("no model.plan or model.onnx in " + version_dir);
-  BuildOptions options = BuildOptionsFor(config);
+  KILN_ASSIGN_OR_RETURN(BuildOptions options, BuildOptionsFor(config));
   // The cached plan's name carries what the build depends on, so a config change rebuilds.
-  std::string key = std::to_string(config.max_batch_size()) + ":" + std::to_string(static_cast<int>(options.device));
+  std::string key = std::to_string(config.max_batch_size()) + ":" + std::to_string(static_cast<int>(options.device)) +
+                    ":" + PrecisionName(options.precision);
   for (const auto& in : config.input()) {
     key += in.name();
     for (int64_t d : in.dims()) key += "," + std::to_string(d);

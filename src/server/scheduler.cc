@@ -35,6 +35,24 @@ Scheduler::Scheduler(std::shared_ptr<const Engine> engine, ModelConfig config, s
   const auto& db = config_.dynamic_batching();
   preferred_.assign(db.preferred_batch_size().begin(), db.preferred_batch_size().end());
   max_delay_ = std::chrono::microseconds(db.max_queue_delay_microseconds());
+  if (config_.has_dynamic_batching()) {
+    levels_ = db.priority_levels();
+    default_level_ = db.default_priority_level();
+  }
+  queued_per_level_.assign(levels_ + 1, 0);
+}
+
+const config::ModelQueuePolicy& Scheduler::PolicyFor(uint64_t level) const {
+  const auto& db = config_.dynamic_batching();
+  auto it = db.priority_queue_policy().find(level);
+  return it != db.priority_queue_policy().end() ? it->second : db.default_queue_policy();
+}
+
+Scheduler::Pending Scheduler::Take(size_t i) {
+  Pending p = std::move(queue_[i]);
+  queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(i));
+  --queued_per_level_[p.level];
+  return p;
 }
 
 Expected<std::unique_ptr<Scheduler>> Scheduler::Create(std::shared_ptr<const Engine> engine, ModelConfig config,
@@ -127,7 +145,16 @@ void Scheduler::Enqueue(InferRequest request, InferCallback done) {
   p.request = std::move(request);
   p.done = std::move(done);
   if (!status.ok()) return Fail(p, status, FailureReason::kOther);
-  const auto& policy = config_.dynamic_batching().default_queue_policy();
+  if (levels_ > 0) {
+    p.level = p.request.priority == 0 ? default_level_ : p.request.priority;
+    if (p.level > levels_) {
+      return Fail(p,
+                  InvalidArgument("priority " + std::to_string(p.level) + " is outside 1.." +
+                                  std::to_string(levels_) + " (the model's priority_levels)"),
+                  FailureReason::kOther);
+    }
+  }
+  const config::ModelQueuePolicy& policy = PolicyFor(p.level);
   uint64_t timeout_us = policy.default_timeout_microseconds();
   if (policy.allow_timeout_override() && p.request.timeout_us > 0) timeout_us = p.request.timeout_us;
   if (timeout_us > 0 && policy.timeout_action() == config::ModelQueuePolicy::REJECT) {
@@ -138,14 +165,17 @@ void Scheduler::Enqueue(InferRequest request, InferCallback done) {
     lock.unlock();
     return Fail(p, Unavailable("the model is being unloaded"), FailureReason::kRejected);
   }
-  if (policy.max_queue_size() > 0 && queue_.size() >= policy.max_queue_size()) {
+  if (policy.max_queue_size() > 0 && queued_per_level_[p.level] >= policy.max_queue_size()) {
     lock.unlock();
     return Fail(p, Unavailable("the queue is full (max_queue_size " + std::to_string(policy.max_queue_size()) +
-                               ")"),
+                               (levels_ > 0 ? " at priority " + std::to_string(p.level) : std::string()) + ")"),
                 FailureReason::kRejected);
   }
   stats_->pending.fetch_add(1);
-  queue_.push_back(std::move(p));
+  ++queued_per_level_[p.level];
+  // After every request of the same or a higher priority (a lower level number), before the others.
+  auto at = std::find_if(queue_.begin(), queue_.end(), [&p](const Pending& q) { return q.level > p.level; });
+  queue_.insert(at, std::move(p));
   lock.unlock();
   cv_.notify_all();
 }
@@ -185,8 +215,7 @@ std::vector<Scheduler::Pending> Scheduler::FormBatch(std::unique_lock<std::mutex
     Clock::time_point wake = Clock::time_point::max();
     for (size_t i = 0; i < queue_.size();) {
       if (queue_[i].deadline <= now) {
-        expired->push_back(std::move(queue_[i]));
-        queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(i));
+        expired->push_back(Take(i));
       } else {
         wake = std::min(wake, queue_[i++].deadline);
       }
@@ -210,10 +239,9 @@ std::vector<Scheduler::Pending> Scheduler::FormBatch(std::unique_lock<std::mutex
     const bool ready = !batching_ || stopping_ || overflow || total >= config_.max_batch_size() || now >= due ||
                        std::find(preferred_.begin(), preferred_.end(), total) != preferred_.end();
     if (ready) {
-      for (size_t i : chosen) batch.push_back(std::move(queue_[i]));
-      for (auto it = chosen.rbegin(); it != chosen.rend(); ++it) {
-        queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(*it));
-      }
+      // Back to front, so that the indices still to take stay valid; then in queue order.
+      for (auto it = chosen.rbegin(); it != chosen.rend(); ++it) batch.push_back(Take(*it));
+      std::reverse(batch.begin(), batch.end());
       return batch;
     }
     cv_.wait_until(lock, std::min(wake, due));

@@ -6,6 +6,9 @@
 // the batch at once when it reaches max_batch_size or a preferred size, else when the oldest request has
 // waited max_queue_delay_microseconds. Requests whose queue timeout passes are rejected (timeout_action
 // REJECT). Without dynamic batching each request runs on its own.
+//
+// With priority_levels, the queue is ordered by level (1 first), then by arrival; each level has its own
+// queue policy (priority_queue_policy, else default_queue_policy), whose max_queue_size bounds that level.
 #pragma once
 
 #include <chrono>
@@ -43,6 +46,7 @@ class Scheduler {
     InferRequest request;
     InferCallback done;
     int64_t batch = 0;  // the request's batch size (1 for a model without batching)
+    uint64_t level = 0;  // priority level; 0 when the model has none
     std::string shape_key;
     Clock::time_point enqueued;
     Clock::time_point deadline = Clock::time_point::max();
@@ -55,6 +59,9 @@ class Scheduler {
   std::vector<Pending> FormBatch(std::unique_lock<std::mutex>& lock, std::vector<Pending>* expired);
   void Execute(ExecutionContext* context, std::vector<Pending>& batch);
   void Fail(Pending& p, Status status, FailureReason reason);
+  const config::ModelQueuePolicy& PolicyFor(uint64_t level) const;
+  // With mu_ held: removes queue_[i] and returns it.
+  Pending Take(size_t i);
 
   std::shared_ptr<const Engine> engine_;
   ModelConfig config_;
@@ -62,10 +69,12 @@ class Scheduler {
   bool batching_ = false;
   std::vector<int64_t> preferred_;
   Clock::duration max_delay_{};
+  uint64_t levels_ = 0, default_level_ = 0;
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Pending> queue_;
+  std::deque<Pending> queue_;  // by priority level, then arrival
+  std::vector<size_t> queued_per_level_;  // indexed by level
   bool stopping_ = false;
   bool forming_ = false;  // an instance is forming a batch (one at a time)
   std::vector<std::unique_ptr<ExecutionContext>> contexts_;

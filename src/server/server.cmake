@@ -61,8 +61,17 @@ else()
 endif()
 
 file(GLOB KILN_SERVER_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/*.cc)
-list(FILTER KILN_SERVER_SOURCES EXCLUDE REGEX "/grpc_[^/]*\\.cc$")
+list(FILTER KILN_SERVER_SOURCES EXCLUDE REGEX "/(grpc_[^/]*|cuda_shared_memory[^/]*)\\.cc$")
 add_library(kiln_server STATIC ${KILN_SERVER_SOURCES} ${KILN_SERVER_PROTO_SRCS})
+# CUDA shared memory opens the client's cudaIpcMemHandle_t with the CUDA runtime when the CUDA build switch is
+# on (KILN_HAVE_CUDA); otherwise a stub answers that this build has no CUDA.
+if (KILN_HAVE_CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  target_sources(kiln_server PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cuda_shared_memory.cc)
+  target_link_libraries(kiln_server PRIVATE CUDA::cudart)
+else()
+  target_sources(kiln_server PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cuda_shared_memory_stub.cc)
+endif()
 if (KILN_SERVER_GRPC)
   file(GLOB KILN_SERVER_GRPC_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/grpc_*.cc)
   target_sources(kiln_server PRIVATE ${KILN_SERVER_GRPC_SOURCES} ${KILN_GRPC_GENERATED})
@@ -71,7 +80,7 @@ if (KILN_SERVER_GRPC)
 endif()
 target_include_directories(kiln_server PUBLIC ${KILN_SERVER_PROTO_OUT} ${CMAKE_CURRENT_LIST_DIR}/..)
 target_link_libraries(kiln_server PUBLIC kiln protobuf::libprotobuf Threads::Threads
-                      PRIVATE PkgConfig::KILN_HTTPLIB nlohmann_json::nlohmann_json)
+                      PRIVATE PkgConfig::KILN_HTTPLIB nlohmann_json::nlohmann_json rt ${CMAKE_DL_LIBS})
 
 target_sources(kiln_cli PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../../tools/cmd_serve.cc)
 target_link_libraries(kiln_cli PRIVATE kiln_server)

@@ -126,7 +126,7 @@ def write_repository(root):
 # --- the server -----------------------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, repo, *args, max_input=1 << 20):
+    def __init__(self, repo, *args, max_input=1 << 20, env=None):
         self.repo = repo
         self.http_port = free_port()
         self.metrics_port = free_port()
@@ -134,10 +134,15 @@ class Server:
         cmd = [str(kiln_binary()), "serve", "--model-repository", str(repo), "--http-address", "127.0.0.1",
                "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
                "--http-max-input-size", str(max_input), *args]
-        if "--grpc-port" not in args:  # never the default 8001: another server may hold it
-            cmd += ["--grpc-port", str(free_port())]
+        if "--grpc-port" in args:
+            self.grpc_port = int(args[list(args).index("--grpc-port") + 1])
+        else:  # never the default 8001: another server may hold it
+            self.grpc_port = free_port()
+            cmd += ["--grpc-port", str(self.grpc_port)]
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log = open(repo.parent / f"server-{self.http_port}.log", "w+")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=None if env is None else {**os.environ, **env})
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -150,6 +155,15 @@ class Server:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("kiln serve did not become ready: " + self.output())
+
+    def has_grpc(self):
+        """Whether this build serves gRPC (it says so when it starts)."""
+        return "gRPC on" in self.output()
+
+    def grpc_url_or_skip(self):
+        if not self.has_grpc():
+            pytest.skip("this kiln build has no gRPC front end")
+        return self.grpc_url
 
     def output(self):
         self.log.flush()
@@ -203,6 +217,34 @@ def server(tmp_path_factory):
     s = Server(root)
     yield s
     assert s.stop() == 0, s.output()
+
+
+def addmul_inputs(client_module, x, y, binary=True):
+    """The inputs x and y of the addmul models, for tritonclient.http or tritonclient.grpc."""
+    inputs = [client_module.InferInput("x", list(x.shape), "FP32"),
+              client_module.InferInput("y", list(y.shape), "FP32")]
+    for inp, value in zip(inputs, (x, y)):
+        if client_module.__name__.endswith("http"):
+            inp.set_data_from_numpy(value, binary_data=binary)
+        else:
+            inp.set_data_from_numpy(value)
+    return inputs
+
+
+def addmul_json(x, y, **extra):
+    """A raw KServe v2 JSON request for addmul (x nested, y flat), with any other top-level fields."""
+    return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()},
+                       {"name": "y", "shape": list(y.shape), "datatype": "FP32", "data": y.flatten().tolist()}],
+            **extra}
+
+
+def wait_for(predicate, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def random_pair(batch, width=4, seed=0):

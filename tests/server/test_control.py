@@ -11,17 +11,8 @@ import time
 import numpy as np
 import tritonclient.http as httpclient
 
-from conftest import (ADDMUL_CONFIG, SLOWQ_CONFIG, Server, _save, addmul_model, kiln_binary, random_pair,
-                      scale_model)
-
-
-def wait_for(predicate, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+from conftest import (ADDMUL_CONFIG, SLOWQ_CONFIG, Server, _save, addmul_inputs, addmul_json, addmul_model,
+                      kiln_binary, random_pair, scale_model, wait_for)
 
 
 def test_explicit_load_and_unload(tmp_path):
@@ -37,10 +28,8 @@ def test_explicit_load_and_unload(tmp_path):
         client.load_model("addmul")
         assert client.is_model_ready("addmul")
         x, y = random_pair(2)
-        inputs = [httpclient.InferInput("x", [2, 4], "FP32"), httpclient.InferInput("y", [2, 4], "FP32")]
-        inputs[0].set_data_from_numpy(x)
-        inputs[1].set_data_from_numpy(y)
-        np.testing.assert_allclose(client.infer("addmul", inputs).as_numpy("sum"), x + y, rtol=1e-6)
+        np.testing.assert_allclose(client.infer("addmul", addmul_inputs(httpclient, x, y)).as_numpy("sum"), x + y,
+                                   rtol=1e-6)
         client.unload_model("addmul")
         assert not client.is_model_ready("addmul")
         index = {m["name"]: m for m in client.get_model_repository_index()}
@@ -80,8 +69,7 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
     (root / "slowq" / "config.pbtxt").write_text(SLOWQ_CONFIG)
     server = Server(root)
     x, y = random_pair(1)
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.flatten().tolist()},
-                       {"name": "y", "shape": [1, 4], "datatype": "FP32", "data": y.flatten().tolist()}]}
+    body = addmul_json(x, y)
     # An idle keep-alive connection must not hold the exit up until its timeout.
     idle = http.client.HTTPConnection("127.0.0.1", server.http_port)
     idle.request("GET", "/v2/health/live")

@@ -9,17 +9,16 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 import grpc  # noqa: E402  (comes with tritonclient[grpc])
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from conftest import (ADDMUL_CONFIG, Server, _save, addmul_model, free_port, metric_value,  # noqa: E402
+import conftest  # noqa: E402
+from conftest import (ADDMUL_CONFIG, Server, _save, addmul_model, metric_value,  # noqa: E402
                       random_pair, scale_model, write_repository)
 
 
 def start(root, *args):
-    port = free_port()
-    server = Server(root, "--grpc-port", str(port), *args)
-    if "gRPC on" not in server.output():
+    server = Server(root, *args)
+    if not server.has_grpc():
         server.stop()
         pytest.skip("this kiln build has no gRPC front end")
-    server.grpc_url = f"127.0.0.1:{port}"
     return server
 
 
@@ -40,10 +39,7 @@ def client(gserver):
 
 
 def addmul_inputs(x, y):
-    inputs = [grpcclient.InferInput("x", list(x.shape), "FP32"), grpcclient.InferInput("y", list(y.shape), "FP32")]
-    inputs[0].set_data_from_numpy(x)
-    inputs[1].set_data_from_numpy(y)
-    return inputs
+    return conftest.addmul_inputs(grpcclient, x, y)
 
 
 def test_health_and_server_metadata(client):
@@ -218,7 +214,7 @@ def test_oversized_message_and_unimplemented_methods(client):
         client.infer("addmul", addmul_inputs(big, big))
     assert "RESOURCE_EXHAUSTED" in e.value.status()
     with pytest.raises(InferenceServerException) as e:
-        client.get_system_shared_memory_status()
+        client.get_trace_settings()
     assert "UNIMPLEMENTED" in e.value.status()
     x, y = random_pair(1)
     np.testing.assert_allclose(client.infer("addmul", addmul_inputs(x, y)).as_numpy("sum"), x + y, rtol=1e-6)
@@ -246,3 +242,37 @@ def test_sigterm_drains_grpc_requests_in_flight(tmp_path):
     assert error is None, error
     np.testing.assert_allclose(result.as_numpy("sum"), x + y, rtol=1e-6)
     client.close()
+
+
+def test_stream_infer_answers_every_request(client):
+    """ModelStreamInfer: several requests on one stream, good and bad; each gets its answer or its error."""
+    results = {}
+    done = threading.Event()
+    sent = 12
+
+    def callback(result, error):
+        if error is None:
+            results[result.get_response().id] = result
+        else:
+            results[f"error:{len(results)}"] = error
+        if len(results) == sent + 2:
+            done.set()
+
+    pairs = {f"s{i}": random_pair(1 + i % 3, seed=100 + i) for i in range(sent)}
+    client.start_stream(callback=callback)
+    try:
+        for rid, (x, y) in pairs.items():
+            client.async_stream_infer("addmul", addmul_inputs(x, y), request_id=rid)
+        client.async_stream_infer("nosuch", addmul_inputs(*pairs["s0"]), request_id="bad-model")
+        client.async_stream_infer("addmul", addmul_inputs(*random_pair(1, width=5)), request_id="bad-shape")
+        assert done.wait(20), sorted(results)
+    finally:
+        client.stop_stream()
+    for rid, (x, y) in pairs.items():
+        np.testing.assert_allclose(results[rid].as_numpy("sum"), x + y, rtol=1e-6)
+        np.testing.assert_allclose(results[rid].as_numpy("prod"), x * y, rtol=1e-6)
+    errors = sorted(e.message() for k, e in results.items() if k.startswith("error:"))
+    assert len(errors) == 2
+    assert any("unknown model 'nosuch'" in m for m in errors) and any("shape" in m for m in errors), errors
+    # The stream's requests went through the batcher like unary ones.
+    assert client.infer("addmul", addmul_inputs(*pairs["s1"])).as_numpy("sum") is not None

@@ -8,7 +8,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import metric_value, random_pair
+from conftest import addmul_inputs, addmul_json, metric_value, random_pair
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,7 @@ def client(server):
 
 
 def infer_addmul(client, x, y, binary=True, outputs=None):
-    inputs = [httpclient.InferInput("x", list(x.shape), "FP32"), httpclient.InferInput("y", list(y.shape), "FP32")]
-    inputs[0].set_data_from_numpy(x, binary_data=binary)
-    inputs[1].set_data_from_numpy(y, binary_data=binary)
+    inputs = addmul_inputs(httpclient, x, y, binary)
     requested = None
     if outputs:
         requested = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in outputs]
@@ -101,15 +99,9 @@ def test_broken_models_are_unavailable_with_reason(server, client):
     assert status == 503 and "max_batch_sise" in json.loads(body)["error"]
 
 
-def body_for(x, y, **extra):
-    return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()},
-                       {"name": "y", "shape": list(y.shape), "datatype": "FP32", "data": y.flatten().tolist()}],
-            **extra}
-
-
 def test_raw_json_infer_nested_and_flat(server):
     x, y = random_pair(2, seed=3)
-    status, body = server.post("/v2/models/addmul/versions/1/infer", body_for(x, y, id="r7"))
+    status, body = server.post("/v2/models/addmul/versions/1/infer", addmul_json(x, y, id="r7"))
     assert status == 200, body
     reply = json.loads(body)
     assert reply["id"] == "r7" and reply["model_name"] == "addmul" and reply["model_version"] == "1"
@@ -210,17 +202,17 @@ def test_queue_bound_and_timeout(server):
     results = {}
 
     def first():
-        results["first"] = server.post("/v2/models/slowq/infer", body_for(x, y))
+        results["first"] = server.post("/v2/models/slowq/infer", addmul_json(x, y))
 
     t = threading.Thread(target=first)
     t.start()
     import time
     time.sleep(0.15)  # the first request now waits out its 400 ms queue delay; the queue holds one
-    status, reply = server.post("/v2/models/slowq/infer", body_for(x, y))
+    status, reply = server.post("/v2/models/slowq/infer", addmul_json(x, y))
     assert status == 503 and "queue is full" in json.loads(reply)["error"]
     t.join()
     assert results["first"][0] == 200
-    status, reply = server.post("/v2/models/slowq/infer", body_for(x, y, parameters={"timeout": 50000}))
+    status, reply = server.post("/v2/models/slowq/infer", addmul_json(x, y, parameters={"timeout": 50000}))
     assert status == 503 and "timed out" in json.loads(reply)["error"]
     assert metric_value(server.metrics(), "nv_inference_request_failure", model="slowq", reason="REJECTED") >= 2
 

@@ -64,6 +64,11 @@ class KilnContext {
   KilnContext(std::shared_ptr<kiln::Engine> engine, std::unique_ptr<kiln::ExecutionContext> ctx)
       : engine_(std::move(engine)), ctx_(std::move(ctx)) {}
 
+  void SetCpuThreads(int threads) {
+    kiln::Status st = ctx_->SetCpuThreads(threads);
+    if (!st.ok()) Raise(st);
+  }
+
   py::dict Run(const py::dict& feeds) {
     py::module_ np = py::module_::import("numpy");
     for (const auto& [key, value] : feeds) {
@@ -119,7 +124,8 @@ kiln::Precision ParsePrecision(const std::string& s) {
 }
 
 std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, const std::string& precision,
-                                    const std::string& device, bool optimize, bool fast_kernels) {
+                                    const std::string& device, bool optimize, bool fast_kernels,
+                                    bool channels_last) {
   kiln::BuildOptions options;
   options.precision = ParsePrecision(precision);
   if (device == "cuda") {
@@ -129,6 +135,7 @@ std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, 
   }
   options.optimize = optimize;
   options.fast_kernels = fast_kernels;
+  options.channels_last = channels_last;
   std::vector<std::string> specs;
   if (py::isinstance<py::str>(shapes)) {
     specs.push_back(py::cast<std::string>(shapes));
@@ -164,7 +171,9 @@ PYBIND11_MODULE(_kiln, m) {
 
   py::class_<KilnContext>(m, "Context")
       .def("run", &KilnContext::Run, "feeds"_a, "Runs on {input name: array}; returns {output name: array}.")
-      .def("set_profile", &KilnContext::SetProfile, "index"_a);
+      .def("set_profile", &KilnContext::SetProfile, "index"_a)
+      .def("set_cpu_threads", &KilnContext::SetCpuThreads, "threads"_a,
+           "CPU plans: the threads this context's runs take from the process budget (0: all of it).");
 
   py::class_<kiln::Engine, std::shared_ptr<kiln::Engine>>(m, "Engine")
       .def(
@@ -222,9 +231,14 @@ PYBIND11_MODULE(_kiln, m) {
 
   m.def(
       "build", &Build, "onnx_path"_a, "shapes"_a = py::none(), "precision"_a = "fp32", "device"_a = "cpu",
-      "optimize"_a = true, "fast_kernels"_a = true,
+      "optimize"_a = true, "fast_kernels"_a = true, "channels_last"_a = true,
       "Builds an engine from an ONNX model. shapes: a shapes option string (NAME:MIN..OPT..MAX) or a list of "
-      "them, one per optimization profile. fast_kernels=False runs every layer with its reference kernel.");
+      "them, one per optimization profile. fast_kernels=False runs every layer with its reference kernel. "
+      "CPU: channels_last=False keeps activations NCHW (every convolution reorders for itself).");
+  m.def("set_cpu_thread_budget", &kiln::SetCpuThreadBudget, "threads"_a,
+        "CPU plans: the threads Kiln's kernels use in all, shared by every context (0: the default, "
+        "OMP_NUM_THREADS or the machine's hardware threads).");
+  m.def("cpu_thread_budget", &kiln::CpuThreadBudget);
   m.def("load", &Load, "plan_path"_a, "Loads a plan saved by Engine.save().");
   m.def(
       "load_bytes",

@@ -82,6 +82,10 @@ struct BuildOptions {
   // Choose fast kernels (tactics) where one applies; false: every layer runs its reference kernel, the
   // oracle (to tell a tactic's error from the optimizer's). CPU plans only.
   bool fast_kernels = true;
+  // CPU plans with fast kernels and the optimizer on: keep activations channels-last (NHWC) between
+  // convolutions and pools that have NHWC kernels, with layout changes only at the edges of such
+  // regions. false: NCHW throughout (each convolution then reorders for itself), to compare.
+  bool channels_last = true;
   // Called with a short line for each build stage ("importing", "planning memory", ...). Optional.
   std::function<void(const std::string&)> progress;
 };
@@ -199,6 +203,10 @@ class ExecutionContext {
   RunTimings last_run_timings() const;
   // The GPU this context runs on (GPU plans; -1 for CPU plans).
   int device() const;
+  // CPU plans: the threads this context's runs use, 1 up to CpuThreadBudget() (0, the default: the whole
+  // budget). Each run holds its threads of the process-wide budget and waits while they are taken, so
+  // k contexts with budget / k threads each run side by side and more never oversubscribe the cores.
+  Status SetCpuThreads(int threads);
   // Per-layer timing of the following runs (CPU plans): on resets the counts. Costs a clock read per layer.
   void SetProfiling(bool on);
   // One entry per layer in schedule order, means over the runs since SetProfiling(true); empty if none.
@@ -207,6 +215,11 @@ class ExecutionContext {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// CPU plans: how many threads Kiln's CPU kernels use in all, shared by every context of the process
+// (default: OMP_NUM_THREADS if set, else the machine's hardware threads; 0 restores the default).
+void SetCpuThreadBudget(int threads);
+int CpuThreadBudget();
 
 class Engine {
  public:

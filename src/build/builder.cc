@@ -9,9 +9,11 @@
 #include "build/memory_planner.h"
 #include "build/profiles.h"
 #include "build/tactics.h"
+#include "backends/cpu/cpu_kernels.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_info.h"
 #include "ops/infer.h"
+#include "passes/pass.h"
 #include "passes/pipeline.h"
 
 namespace kiln::build {
@@ -44,6 +46,22 @@ Expected<std::map<std::string, std::vector<int64_t>>> FoldedSizes(
     if (v->shape() && v->shape()->is_static()) out[v->name()] = *v->shape()->sizes();
   }
   return out;
+}
+
+// CPU plans: activations NHWC where the CPU kernels are faster so (the channels_last pass).
+Status UseChannelsLast(Graph& graph, const BuildOptions& options) {
+  PassReport report;
+  KILN_RETURN_IF_ERROR(ChannelsLast(graph, report, cpu::HasChannelsLastKernel));
+  if (!report.changed()) return Status::Ok();
+  // A model's own NCHW -> NHWC Transposes (detection heads) now meet the pass's NHWC -> NCHW ones: the
+  // elimination pass cancels such pairs.
+  PassReport cleanup;
+  KILN_RETURN_IF_ERROR(Elimination(graph, cleanup));
+  int64_t transposes = 0;
+  for (const Node* n : graph.nodes()) transposes += n->op() == OpKind::kTranspose;
+  Progress(options, "channels-last: " + std::to_string(report.counts["layers made channels-last (NHWC)"]) +
+                        " layers NHWC, " + std::to_string(transposes) + " transposes left in the graph");
+  return VerifyGraph(graph);
 }
 
 // A GPU build refuses the model if any layer cannot run on the GPU, naming every such layer at once.
@@ -106,6 +124,9 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
   KILN_RETURN_IF_ERROR(ValidateGraphOps(*graph));
 
   if (gpu) KILN_RETURN_IF_ERROR(CheckGpuSupport(*graph));
+  if (!gpu && options.optimize && options.fast_kernels && options.channels_last) {
+    KILN_RETURN_IF_ERROR(UseChannelsLast(*graph, options));
+  }
 
   plan::Plan plan;
   plan.source = source;

@@ -13,6 +13,7 @@ void RegisterAllOps(OpRegistry& r) {
   RegisterSequenceOps(r);
   RegisterDetectionQuantOps(r);
   RegisterFusedOps(r);
+  RegisterChannelsLastOps(r);
 }
 
 }  // namespace kiln

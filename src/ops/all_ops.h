@@ -13,6 +13,7 @@ void RegisterTensorOps(OpRegistry& r);        // tensor.cc, shape_ops.cc: data m
 void RegisterSequenceOps(OpRegistry& r);      // rnn.cc: LSTM, GRU, RNN
 void RegisterDetectionQuantOps(OpRegistry& r);  // nms.cc, quant.cc: NonMaxSuppression, Q/DQ
 void RegisterFusedOps(OpRegistry& r);         // fused.cc: kiln.FusedConv, kiln.FusedGemm, kiln.Swish, ...
+void RegisterChannelsLastOps(OpRegistry& r);  // channels_last.cc: kiln.ConvNhwc, kiln.PoolNhwc
 
 // Registers every group, in the order above.
 void RegisterAllOps(OpRegistry& r);

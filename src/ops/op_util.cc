@@ -1,5 +1,7 @@
 #include "ops/op_util.h"
 
+#include <cstring>
+
 #include <set>
 
 #include "ops/registry.h"
@@ -136,6 +138,30 @@ std::optional<std::vector<int64_t>> IntsFromInputOrAttr(const InferContext& ctx,
 Status InferSameAsInput0(InferContext& ctx) {
   ctx.set_output(0, ctx.input_dtype(0), ctx.input_shape(0));
   return Status::Ok();
+}
+
+Tensor PermuteRank4(const Tensor& t, const std::vector<int64_t>& perm) {
+  std::vector<int64_t> in(4 - std::min<size_t>(t.rank(), 4), 1);
+  in.insert(in.end(), t.sizes().begin(), t.sizes().end());
+  std::vector<int64_t> out_sizes;
+  for (int64_t p : perm) out_sizes.push_back(in[static_cast<size_t>(p)]);
+  Tensor out(t.dtype(), out_sizes);
+  const int64_t strides[4] = {in[1] * in[2] * in[3], in[2] * in[3], in[3], 1};
+  const size_t es = DTypeSize(t.dtype());
+  const char* src = static_cast<const char*>(t.raw_data());
+  char* dst = static_cast<char*>(out.raw_data());
+  int64_t k = 0;
+  for (int64_t a = 0; a < out_sizes[0]; ++a) {
+    for (int64_t b = 0; b < out_sizes[1]; ++b) {
+      for (int64_t c = 0; c < out_sizes[2]; ++c) {
+        for (int64_t d = 0; d < out_sizes[3]; ++d, ++k) {
+          const int64_t from = a * strides[perm[0]] + b * strides[perm[1]] + c * strides[perm[2]] + d * strides[perm[3]];
+          std::memcpy(dst + k * es, src + from * es, es);
+        }
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace kiln

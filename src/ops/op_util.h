@@ -64,6 +64,10 @@ std::optional<std::vector<int64_t>> IntsFromInputOrAttr(const KernelContext& ctx
 std::optional<std::vector<int64_t>> IntsFromInputOrAttr(const InferContext& ctx, size_t input_index,
                                                         const std::string& attr);
 
+// A copy of `t` (rank 4 or less, read as rank 4 with leading 1s) with its dims permuted: output dim i is
+// input dim perm[i]. For the NCHW <-> NHWC changes of the channels-last ops and pass.
+Tensor PermuteRank4(const Tensor& t, const std::vector<int64_t>& perm);
+
 // Output dtype/shape equal to input 0's: the shape function of every unary elementwise op.
 Status InferSameAsInput0(InferContext& ctx);
 

@@ -90,6 +90,14 @@ void InferContext::set_output(size_t i, DType dtype, std::optional<Shape> shape)
 }
 
 Expected<Tensor*> KernelContext::AllocateOutput(size_t i, DType dtype, std::vector<int64_t> sizes) {
+  return Allocate(i, dtype, std::move(sizes), true);
+}
+
+Expected<Tensor*> KernelContext::AllocateOutputToOverwrite(size_t i, DType dtype, std::vector<int64_t> sizes) {
+  return Allocate(i, dtype, std::move(sizes), false);
+}
+
+Expected<Tensor*> KernelContext::Allocate(size_t i, DType dtype, std::vector<int64_t> sizes, bool zero) {
   if (i >= outputs_.size()) return Internal("output index " + std::to_string(i) + " out of range");
   if (i < placements_.size() && placements_[i].buffer) {
     const OutputPlacement& p = placements_[i];
@@ -97,7 +105,7 @@ Expected<Tensor*> KernelContext::AllocateOutput(size_t i, DType dtype, std::vect
     if (n && DTypeSize(dtype) > 0 && static_cast<uint64_t>(*n) * DTypeSize(dtype) == p.nbytes &&
         p.offset + p.nbytes <= p.buffer->size()) {
       outputs_[i] = Tensor(dtype, std::move(sizes), p.buffer, p.offset);
-      if (p.zero && p.nbytes > 0) std::memset(outputs_[i].raw_data(), 0, p.nbytes);
+      if (zero && p.zero && p.nbytes > 0) std::memset(outputs_[i].raw_data(), 0, p.nbytes);
       return &outputs_[i];
     }
   }

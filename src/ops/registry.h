@@ -132,6 +132,9 @@ class KernelContext {
   // agrees, a tensor over that memory: zero-filled unless the output runs in place over an input, in
   // which case the kernel must write every element). Refuses invalid or oversized sizes with an error.
   Expected<Tensor*> AllocateOutput(size_t i, DType dtype, std::vector<int64_t> sizes);
+  // The same, for kernels that write every element of the output: memory the executor placed is handed
+  // out as it is (not zero-filled first: that costs a pass over every activation).
+  Expected<Tensor*> AllocateOutputToOverwrite(size_t i, DType dtype, std::vector<int64_t> sizes);
   // For executors: the memory AllocateOutput hands out for output i.
   void PlaceOutput(size_t i, OutputPlacement placement) {
     if (placements_.size() < outputs_.size()) placements_.resize(outputs_.size());
@@ -144,6 +147,8 @@ class KernelContext {
   Status Error(const std::string& message) const { return InvalidArgument(message); }
 
  private:
+  Expected<Tensor*> Allocate(size_t i, DType dtype, std::vector<int64_t> sizes, bool zero);
+
   const Node& node_;
   std::vector<const Tensor*> inputs_;
   std::vector<Tensor> outputs_;

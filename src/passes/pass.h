@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -76,5 +77,10 @@ Status FuseConv(Graph& graph, PassReport& report);
 Status FuseGemm(Graph& graph, PassReport& report);
 Status HorizontalFusion(Graph& graph, PassReport& report);
 Status ConcatElimination(Graph& graph, PassReport& report);
+
+// Target-specific, run by the builder for CPU plans rather than in the pipeline: convolutions and pools
+// for which `has_nhwc_kernel` says the backend has a channels-last kernel become kiln.ConvNhwc /
+// kiln.PoolNhwc, with transposes only at the edges of the NHWC regions (src/passes/channels_last.cc).
+Status ChannelsLast(Graph& graph, PassReport& report, const std::function<bool(const Node&)>& has_nhwc_kernel);
 
 }  // namespace kiln

@@ -7,6 +7,7 @@
 
 #include "build/builder.h"
 #include "build/profiles.h"
+#include "runtime/cpu_threads.h"
 #include "runtime/engine_impl.h"
 
 namespace kiln {
@@ -161,9 +162,12 @@ Status ExecutionContext::Run() {
       impl_->timings = {t.host_to_device_ms, t.compute_ms, t.device_to_host_ms};
       return Status::Ok();
     }
-    if (!impl_->executor) {
+    CpuThreadLease lease(impl_->cpu_threads);
+    // oneDNN primitives keep the thread count they were created under: new count, new kernels.
+    if (!impl_->executor || impl_->executor_threads != lease.threads()) {
       impl_->executor = std::make_unique<PlanExecutor>(e.plan);
       impl_->executor->set_profiling(impl_->profiling);
+      impl_->executor_threads = lease.threads();
     }
     const auto start = std::chrono::steady_clock::now();
     KILN_ASSIGN_OR_RETURN(impl_->outputs, impl_->executor->Run(impl_->inputs));
@@ -171,6 +175,12 @@ Status ExecutionContext::Run() {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     return Status::Ok();
   });
+}
+
+Status ExecutionContext::SetCpuThreads(int threads) {
+  if (threads < 0) return InvalidArgument("thread count must be 0 (the whole budget) or more, got " + std::to_string(threads));
+  impl_->cpu_threads = threads;
+  return Status::Ok();
 }
 
 std::future<Status> ExecutionContext::RunAsync() {

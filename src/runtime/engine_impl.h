@@ -40,6 +40,8 @@ struct ExecutionContext::Impl {
   int device = 0;                                  // the GPU for GPU plans
   RunTimings timings;
   bool profiling = false;
+  int cpu_threads = 0;           // SetCpuThreads (0: the whole budget)
+  int executor_threads = 0;      // the threads the CPU executor's kernels were created under
 };
 
 // Conversions between the public DataType and the internal DType (the values agree).

@@ -88,7 +88,7 @@ def test_engine_description(cnn):
     assert mem["in_place_tensors"] >= 1
     assert engine.target.startswith("cpu")
     # The optimizer fuses Conv+Relu: fewer layers, same results (checked above).
-    optimized = kiln.build(cnn)
+    optimized = kiln.build(cnn, channels_last=False)
     assert len(optimized.layers) < len(engine.layers)
     assert "kiln.FusedConv" in [layer["op"] for layer in optimized.layers]
     # With fast kernels (the default) the conv gets a oneDNN tactic when this build has oneDNN.
@@ -96,6 +96,15 @@ def test_engine_description(cnn):
     assert conv["tactic"] == "reference" or conv["tactic"].startswith("onednn.")
     if "onednn" in optimized.target:
         assert conv["tactic"].startswith("onednn.")
+        # By default the CPU build runs it channels-last, with transposes at the edges of that region.
+        nhwc = kiln.build(cnn)
+        ops = [layer["op"] for layer in nhwc.layers]
+        assert "kiln.ConvNhwc" in ops and "kiln.FusedConv" not in ops and "Transpose" in ops
+        x = np.random.default_rng(3).random((2, 3, 16, 16), dtype=np.float32)
+        a = nhwc.create_context().run({"x": x})
+        b = optimized.create_context().run({"x": x})
+        np.testing.assert_allclose(a["prob"], b["prob"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a["label"], b["label"])
 
 
 def test_profiles_and_errors(cnn, tmp_path):

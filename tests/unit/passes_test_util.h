@@ -44,6 +44,15 @@ class Builder {
     n->attrs() = std::move(attrs);
     return out;
   }
+  // Adds a node with `n` outputs (named after the node: name_out0, ...).
+  std::vector<Value*> OpN(OpKind op, const std::string& name, std::vector<Value*> inputs, size_t n,
+                          Attributes attrs = {}) {
+    std::vector<Value*> outs;
+    for (size_t i = 0; i < n; ++i) outs.push_back(g_.AddValue(name + "_out" + std::to_string(i), DType::kUndefined));
+    Node* node = g_.AddNode(op, name, std::move(inputs), outs, opset_);
+    node->attrs() = std::move(attrs);
+    return outs;
+  }
   void Output(Value* v) { g_.AddOutput(v); }
 
  private:

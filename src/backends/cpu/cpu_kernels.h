@@ -41,6 +41,14 @@ std::vector<CpuTactic> CpuTacticsFor(const Node& node);
 // The tactic of CpuTacticsFor(node) named `name`, or null (a plan naming a tactic this build lacks).
 std::unique_ptr<CpuKernel> CreateCpuKernel(const Node& node, const std::string& name);
 
+// Whether the node (a Conv, kiln.FusedConv or pool) has a channels-last kernel here, i.e. is worth turning
+// into kiln.ConvNhwc / kiln.PoolNhwc by the channels_last pass (src/passes/channels_last.cc).
+bool HasChannelsLastKernel(const Node& node);
+
+// Sets how many threads the fast kernels use when called from this thread (oneDNN's OpenMP team size;
+// a no-op without oneDNN). Primitives keep the count they were created under.
+void SetKernelThreads(int threads);
+
 // Whether this build has oneDNN, and its version ("3.1.1") or "" without it.
 bool HaveOneDnn();
 std::string OneDnnVersion();

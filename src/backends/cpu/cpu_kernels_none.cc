@@ -5,6 +5,8 @@ namespace kiln::cpu {
 
 std::vector<CpuTactic> CpuTacticsFor(const Node&) { return {}; }
 std::unique_ptr<CpuKernel> CreateCpuKernel(const Node&, const std::string&) { return nullptr; }
+bool HasChannelsLastKernel(const Node&) { return false; }
+void SetKernelThreads(int) {}
 bool HaveOneDnn() { return false; }
 std::string OneDnnVersion() { return ""; }
 

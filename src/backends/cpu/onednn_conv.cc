@@ -3,10 +3,15 @@
 // 1-, 2- and 3-D convolutions, groups (depthwise included), strides, dilations, explicit or auto pads.
 //
 // Weights are reordered once into the primitive's preferred (blocked) layout and kept; primitives are
-// created per distinct input shape and cached. Activations stay in Kiln's plain layout at the kernel's
-// boundary: "onednn.conv" lets oneDNN pick its own activation layout and reorders X, Z and Y on every
-// call, "onednn.conv_nchw" runs on the plain layout directly; the builder times both. Keeping blocked
-// activations between layers (layout propagation) is future work and would remove the per-call reorders.
+// created per distinct input shape and cached. Three tactics differ in the activations' layout:
+// "onednn.conv_nhwc" runs kiln.ConvNhwc (X, Z, Y channels-last, made by the channels_last pass so that
+// activations stay NHWC from layer to layer: no reorders at all); for Conv / kiln.FusedConv on Kiln's
+// plain NCHW layout, "onednn.conv" lets oneDNN pick its own activation layout and reorders X, Z and Y on
+// every call, and "onednn.conv_nchw" runs on NCHW directly (slow for most shapes); the builder times both.
+// "onednn.conv_nhwc_wino" is kiln.ConvNhwc on oneDNN's Winograd F(4x4, 3x3) kernel (3x3, stride 1, ungrouped):
+// 2-3x faster than direct on this class of CPU even with the reorders to and from its blocked layout it
+// needs, at the cost of a larger rounding error (about 1e-5 relative to the output's scale instead of
+// 1e-6; tests/unit/cpu_kernels_test.cc states the bound). The builder times it against "onednn.conv_nhwc".
 #include <cstring>
 #include <map>
 #include <memory>
@@ -35,7 +40,8 @@ std::string WhyNotConv(const Node& node) {
   if (!x->shape() || !w->shape()) return "X and W need known ranks";
   const size_t rank = x->shape()->rank();
   if (rank < 3 || rank > 5 || w->shape()->rank() != rank) return "only 1-D to 3-D convolutions";
-  if (node.op() == OpKind::kFusedConv) {
+  if (node.op() == OpKind::kConvNhwc && rank != 4) return "channels-last convolutions are 2-D";
+  if (node.op() == OpKind::kFusedConv || node.op() == OpKind::kConvNhwc) {
     if (const Value* z = node.input(3)) {
       if (!IsF32(z)) return "Z must be f32";
       const auto& ys = node.output(0)->shape();
@@ -47,13 +53,39 @@ std::string WhyNotConv(const Node& node) {
   return "";
 }
 
+// The activations' layout: oneDNN's choice (reordered from and to NCHW), NCHW, or NHWC (kiln.ConvNhwc).
+enum class ActLayout { kAny, kNchw, kNhwc };
+
+const char* TacticName(ActLayout l, bool winograd) {
+  if (winograd) return "onednn.conv_nhwc_wino";
+  return l == ActLayout::kAny ? "onednn.conv" : (l == ActLayout::kNchw ? "onednn.conv_nchw" : "onednn.conv_nhwc");
+}
+
+// Whether oneDNN's Winograd kernels may take the node: 2-D 3x3, stride 1, no dilation, one group, no
+// activation but ReLU (its kernels take no other eltwise post-op; a residual is fine).
+bool WinogradShape(const Node& node) {
+  const Value* w = node.input(1);
+  if (!w->shape() || w->shape()->rank() != 4 || node.attrs().GetInt("group", 1) != 1) return false;
+  const std::string act = node.attrs().GetString("activation", "");
+  if (!act.empty() && (act != "Relu" || node.attrs().GetFloat("activation_alpha", 0.f) != 0.f)) return false;
+  for (size_t d : {2, 3}) {
+    if (w->shape()->dims()[d] != Dim(3)) return false;
+  }
+  for (const char* a : {"strides", "dilations"}) {
+    for (int64_t v : node.attrs().GetInts(a)) {
+      if (v != 1) return false;
+    }
+  }
+  return true;
+}
+
 class ConvKernel final : public CpuKernel {
  public:
-  ConvKernel(bool blocked, bool fused, bool weights_constant)
-      : blocked_(blocked), fused_(fused), weights_constant_(weights_constant) {}
+  ConvKernel(ActLayout layout, bool winograd, bool fused, bool weights_constant)
+      : layout_(layout), winograd_(winograd), fused_(fused), weights_constant_(weights_constant) {}
 
   Status Run(KernelContext& ctx) override {
-    return Guard(blocked_ ? "onednn.conv" : "onednn.conv_nchw", [&] { return RunImpl(ctx); });
+    return Guard(TacticName(layout_, winograd_), [&] { return RunImpl(ctx); });
   }
 
  private:
@@ -67,12 +99,14 @@ class ConvKernel final : public CpuKernel {
     std::vector<int64_t> y_sizes;
   };
 
-  Expected<Prepared*> Prepare(const KernelContext& ctx, const Tensor& x, const Tensor& w, bool bias,
-                              bool residual, const WindowGeometry& g, int64_t group);
+  // x_sizes: X's logical (NCHW) sizes.
+  Expected<Prepared*> Prepare(const KernelContext& ctx, const std::vector<int64_t>& x_sizes, const Tensor& w,
+                              bool bias, bool residual, const WindowGeometry& g, int64_t group);
   Status RunImpl(KernelContext& ctx);
   memory& PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s);
 
-  const bool blocked_;
+  const ActLayout layout_;
+  const bool winograd_;
   const bool fused_;
   const bool weights_constant_;
   std::map<std::vector<int64_t>, std::unique_ptr<Prepared>> cache_;
@@ -86,10 +120,10 @@ class ConvKernel final : public CpuKernel {
   std::optional<dnnl::stream> stream_;
 };
 
-Expected<ConvKernel::Prepared*> ConvKernel::Prepare(const KernelContext& ctx, const Tensor& x, const Tensor& w,
-                                                    bool bias, bool residual, const WindowGeometry& g,
-                                                    int64_t group) {
-  std::vector<int64_t> key = x.sizes();
+Expected<ConvKernel::Prepared*> ConvKernel::Prepare(const KernelContext& ctx, const std::vector<int64_t>& x_sizes,
+                                                    const Tensor& w, bool bias, bool residual,
+                                                    const WindowGeometry& g, int64_t group) {
+  std::vector<int64_t> key = x_sizes;
   key.insert(key.end(), w.sizes().begin(), w.sizes().end());
   key.push_back(bias);
   key.push_back(residual);
@@ -98,10 +132,15 @@ Expected<ConvKernel::Prepared*> ConvKernel::Prepare(const KernelContext& ctx, co
 
   auto p = std::make_unique<Prepared>();
   const int64_t m = w.size(0);
-  p->y_sizes = {x.size(0), m};
+  p->y_sizes = {x_sizes[0], m};
   p->y_sizes.insert(p->y_sizes.end(), g.out.begin(), g.out.end());
-  p->src_user = PlainDesc(x.sizes());
-  p->dst_user = PlainDesc(p->y_sizes);
+  if (layout_ == ActLayout::kNhwc) {
+    p->src_user = memory::desc(x_sizes, memory::data_type::f32, memory::format_tag::nhwc);
+    p->dst_user = memory::desc(p->y_sizes, memory::data_type::f32, memory::format_tag::nhwc);
+  } else {
+    p->src_user = PlainDesc(x_sizes);
+    p->dst_user = PlainDesc(p->y_sizes);
+  }
   std::vector<int64_t> wdims = w.sizes();
   if (group > 1) {
     wdims[0] = m / group;
@@ -122,9 +161,10 @@ Expected<ConvKernel::Prepared*> ConvKernel::Prepare(const KernelContext& ctx, co
     pad_r.push_back(g.pad_end[d]);
   }
   const auto prop = dnnl::prop_kind::forward_inference;
-  const auto alg = dnnl::algorithm::convolution_direct;
-  const memory::desc& src_md = blocked_ ? src_any : p->src_user;
-  const memory::desc& dst_md = blocked_ ? dst_any : p->dst_user;
+  const auto alg = winograd_ ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
+  const bool any_layout = layout_ == ActLayout::kAny || winograd_;
+  const memory::desc& src_md = any_layout ? src_any : p->src_user;
+  const memory::desc& dst_md = any_layout ? dst_any : p->dst_user;
   auto desc = bias ? dnnl::convolution_forward::desc(prop, alg, src_md, weights_any, p->bias_user, dst_md, strides,
                                                      dilates, pad_l, pad_r)
                    : dnnl::convolution_forward::desc(prop, alg, src_md, weights_any, dst_md, strides, dilates,
@@ -177,6 +217,7 @@ Status ConvKernel::RunImpl(KernelContext& ctx) {
   const Tensor& w = *ctx.input(1);
   const Tensor* b = ctx.input(2);
   const Tensor* z = fused_ ? ctx.input(3) : nullptr;
+  const bool nhwc = layout_ == ActLayout::kNhwc;
   for (const Tensor* t : {&x, &w, b, z}) {
     if (t && t->dtype() != DType::kFloat32) return InvalidArgument("onednn.conv needs f32 tensors, got " + t->Description());
   }
@@ -184,9 +225,12 @@ Status ConvKernel::RunImpl(KernelContext& ctx) {
     return InvalidArgument("input X " + x.Description() + " and weight W " + w.Description() +
                            " must have the same rank, 3 to 5");
   }
+  if (nhwc && x.rank() != 4) return InvalidArgument("onednn.conv_nhwc needs a rank-4 input, got " + x.Description());
+  // X's sizes in NCHW order (oneDNN's dims are always logical NCHW; the memory format says the layout).
+  const std::vector<int64_t> xs = nhwc ? std::vector<int64_t>{x.size(0), x.size(3), x.size(1), x.size(2)} : x.sizes();
   const int64_t group = ctx.attrs().GetInt("group", 1);
   const int64_t m = w.size(0);
-  if (group < 1 || x.size(1) != w.size(1) * group || m % group != 0) {
+  if (group < 1 || xs[1] != w.size(1) * group || m % group != 0) {
     return InvalidArgument("input X " + x.Description() + " and weight W " + w.Description() +
                            " do not agree on channels with group " + std::to_string(group));
   }
@@ -199,20 +243,21 @@ Status ConvKernel::RunImpl(KernelContext& ctx) {
   }
   KILN_ASSIGN_OR_RETURN(WindowParams params, ReadWindowParams(ctx.attrs(), kernel));
   KILN_ASSIGN_OR_RETURN(WindowGeometry g,
-                        ComputeWindowGeometry(params, std::vector<int64_t>(x.sizes().begin() + 2, x.sizes().end())));
-  std::vector<int64_t> y_sizes = {x.size(0), m};
+                        ComputeWindowGeometry(params, std::vector<int64_t>(xs.begin() + 2, xs.end())));
+  std::vector<int64_t> y_sizes = {xs[0], m};
   y_sizes.insert(y_sizes.end(), g.out.begin(), g.out.end());
+  if (nhwc) y_sizes = {y_sizes[0], y_sizes[2], y_sizes[3], y_sizes[1]};  // Y as stored
   if (z && z->sizes() != y_sizes) {
     return InvalidArgument("residual Z " + z->Description() + " must have the output's sizes " + SizesToString(y_sizes));
   }
   // Empty tensors (no batch, no channels, an empty output image) are the reference kernel's business.
   if (NumElements(x.sizes()) == 0 || NumElements(y_sizes) == 0 || w.size(1) == 0) return RunReferenceKernel(ctx);
 
-  KILN_ASSIGN_OR_RETURN(Prepared * p, Prepare(ctx, x, w, b != nullptr, z != nullptr, g, group));
+  KILN_ASSIGN_OR_RETURN(Prepared * p, Prepare(ctx, xs, w, b != nullptr, z != nullptr, g, group));
   if (!stream_) stream_.emplace(Engine());
   dnnl::stream& s = *stream_;
   memory& packed = PackedWeights(*p, w, s);
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutput(0, DType::kFloat32, y_sizes));
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_sizes));
   memory y_mem = Wrap(p->dst_user, y->raw_data());
   memory dst = p->dst_out ? p->dst_buf : y_mem;
   if (z) {
@@ -241,12 +286,24 @@ Status ConvKernel::RunImpl(KernelContext& ctx) {
 
 std::vector<CpuTactic> ConvTactics(const Node& node) {
   if (!WhyNotConv(node).empty()) return {};
-  const bool fused = node.op() == OpKind::kFusedConv;
+  const bool fused = node.op() != OpKind::kConv;
   const bool constant = node.input(1)->is_constant();
-  auto make = [fused, constant](bool blocked) {
-    return [blocked, fused, constant] { return std::unique_ptr<CpuKernel>(new ConvKernel(blocked, fused, constant)); };
+  auto tactic = [fused, constant](ActLayout layout, bool winograd = false) {
+    return CpuTactic{TacticName(layout, winograd), [layout, winograd, fused, constant] {
+                       return std::unique_ptr<CpuKernel>(new ConvKernel(layout, winograd, fused, constant));
+                     }};
   };
-  return {CpuTactic{"onednn.conv", make(true)}, CpuTactic{"onednn.conv_nchw", make(false)}};
+  if (node.op() == OpKind::kConvNhwc) {
+    if (WinogradShape(node)) return {tactic(ActLayout::kNhwc), tactic(ActLayout::kNhwc, true)};
+    return {tactic(ActLayout::kNhwc)};
+  }
+  return {tactic(ActLayout::kAny), tactic(ActLayout::kNchw)};
+}
+
+bool HasNhwcConv(const Node& node) {
+  const Value* x = node.input(0);
+  return (node.op() == OpKind::kConv || node.op() == OpKind::kFusedConv) && x && x->shape() &&
+         x->shape()->rank() == 4 && WhyNotConv(node).empty();
 }
 
 }  // namespace kiln::cpu::onednn

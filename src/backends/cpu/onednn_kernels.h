@@ -8,15 +8,28 @@
 namespace kiln::cpu::onednn {
 
 // Conv, kiln.FusedConv: "onednn.conv" (oneDNN's preferred activation layout, reordered per call) and
-// "onednn.conv_nchw" (plain NCHW activations). Both pack the weights once.
+// "onednn.conv_nchw" (plain NCHW activations); kiln.ConvNhwc: "onednn.conv_nhwc". All pack the weights
+// once. HasNhwcConv: whether a Conv / kiln.FusedConv would have "onednn.conv_nhwc" as kiln.ConvNhwc.
 std::vector<CpuTactic> ConvTactics(const Node& node);
+bool HasNhwcConv(const Node& node);
 
 // MatMul, Gemm, kiln.FusedGemm: "onednn.matmul".
 std::vector<CpuTactic> MatMulTactics(const Node& node);
 
-// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool: "onednn.pool"; Softmax and LogSoftmax over the
-// last axis: "onednn.softmax".
+// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool: "onednn.pool"; kiln.PoolNhwc:
+// "onednn.pool_nhwc" (HasNhwcPool: whether a pool would have it); Softmax and LogSoftmax over the last
+// axis: "onednn.softmax".
 std::vector<CpuTactic> PoolTactics(const Node& node);
+bool HasNhwcPool(const Node& node);
 std::vector<CpuTactic> SoftmaxTactics(const Node& node);
+
+// kiln.Attention with Q, K, V of one rank and equal batch dims: "onednn.attention".
+std::vector<CpuTactic> AttentionTactics(const Node& node);
+
+// LayerNormalization over the last axis with constant [C] Scale and B: "onednn.layernorm".
+std::vector<CpuTactic> LayerNormTactics(const Node& node);
+
+// Transpose of f32 tensors of rank 1 to 6: "onednn.transpose" (a reorder from strided to plain memory).
+std::vector<CpuTactic> TransposeTactics(const Node& node);
 
 }  // namespace kiln::cpu::onednn

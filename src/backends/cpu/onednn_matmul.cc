@@ -192,7 +192,7 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
     }
     weights = p.packed;
   }
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutput(0, DType::kFloat32, y_sizes));
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_sizes));
   if (addend) FillAddend(*y, c, beta, r);
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, Wrap(p.src, a)}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, Wrap(p.dst, y->raw_data())}};

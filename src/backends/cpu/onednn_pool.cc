@@ -1,6 +1,6 @@
 // Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and Softmax / LogSoftmax over the
-// last axis on oneDNN primitives, with Kiln's plain layouts at the boundary. Primitives are cached per
-// input shape. Declined: MaxPool's Indices output, dilated windows, ranks outside 3..5 (pools) or 1..6
+// last axis on oneDNN primitives, with Kiln's plain layouts at the boundary, or NHWC for kiln.PoolNhwc
+// ("onednn.pool_nhwc"). Primitives are cached per input shape. Declined: MaxPool's Indices output, dilated windows, ranks outside 3..5 (pools) or 1..6
 // (softmax), softmax over any axis but the last.
 #include <map>
 #include <memory>
@@ -32,10 +32,18 @@ std::string WhyNotPool(const Node& node) {
   return "";
 }
 
+// The pool a node computes: its op, or for kiln.PoolNhwc the one its `pool` attribute names.
+std::optional<OpKind> PoolOf(const Node& node) {
+  if (node.op() != OpKind::kPoolNhwc) return node.op();
+  return OpKindFromName(node.attrs().GetString("pool", ""));
+}
+
 class PoolKernel final : public CpuKernel {
  public:
-  explicit PoolKernel(OpKind op) : op_(op) {}
-  Status Run(KernelContext& ctx) override { return Guard("onednn.pool", [&] { return RunImpl(ctx); }); }
+  PoolKernel(OpKind op, bool nhwc) : op_(op), nhwc_(nhwc) {}
+  Status Run(KernelContext& ctx) override {
+    return Guard(nhwc_ ? "onednn.pool_nhwc" : "onednn.pool", [&] { return RunImpl(ctx); });
+  }
 
  private:
   Status RunImpl(KernelContext& ctx);
@@ -46,6 +54,7 @@ class PoolKernel final : public CpuKernel {
     std::vector<int64_t> y_sizes;
   };
   const OpKind op_;
+  const bool nhwc_;
   std::map<std::vector<int64_t>, std::unique_ptr<Prepared>> cache_;
   std::optional<dnnl::stream> stream_;
 };
@@ -57,7 +66,10 @@ Status PoolKernel::RunImpl(KernelContext& ctx) {
     return InvalidArgument("onednn.pool needs an f32 input of rank 3 to 5, got " + x.Description());
   }
   if (ctx.num_outputs() > 1 && ctx.output_requested(1)) return InvalidArgument("onednn.pool has no Indices output");
-  const std::vector<int64_t> spatial(x.sizes().begin() + 2, x.sizes().end());
+  if (nhwc_ && x.rank() != 4) return InvalidArgument("onednn.pool_nhwc needs a rank-4 input, got " + x.Description());
+  // X's sizes in NCHW order (oneDNN's dims are logical; the memory format says the layout).
+  const std::vector<int64_t> xs = nhwc_ ? std::vector<int64_t>{x.size(0), x.size(3), x.size(1), x.size(2)} : x.sizes();
+  const std::vector<int64_t> spatial(xs.begin() + 2, xs.end());
   WindowGeometry g;
   bool include_pad = false;
   if (IsGlobal(op_)) {
@@ -75,17 +87,19 @@ Status PoolKernel::RunImpl(KernelContext& ctx) {
     KILN_ASSIGN_OR_RETURN(g, ComputeWindowGeometry(p, spatial));
     include_pad = op_ == OpKind::kAveragePool && ctx.attrs().GetInt("count_include_pad", 0) != 0;
   }
-  std::vector<int64_t> y_sizes = {x.size(0), x.size(1)};
+  std::vector<int64_t> y_sizes = {xs[0], xs[1]};
   y_sizes.insert(y_sizes.end(), g.out.begin(), g.out.end());
-  if (NumElements(x.sizes()) == 0 || NumElements(y_sizes) == 0) return RunReferenceKernel(ctx);
+  if (NumElements(xs) == 0 || NumElements(y_sizes) == 0) return RunReferenceKernel(ctx);
+  const std::vector<int64_t> y_stored =
+      nhwc_ ? std::vector<int64_t>{y_sizes[0], y_sizes[2], y_sizes[3], y_sizes[1]} : y_sizes;
 
   auto it = cache_.find(x.sizes());
   if (it == cache_.end()) {
     if (cache_.size() >= kMaxCachedShapes) cache_.clear();
     auto p = std::make_unique<Prepared>();
     p->y_sizes = y_sizes;
-    p->src = PlainDesc(x.sizes());
-    p->dst = PlainDesc(y_sizes);
+    p->src = nhwc_ ? memory::desc(xs, memory::data_type::f32, memory::format_tag::nhwc) : PlainDesc(xs);
+    p->dst = nhwc_ ? memory::desc(y_sizes, memory::data_type::f32, memory::format_tag::nhwc) : PlainDesc(y_sizes);
     memory::dims strides, kernel, pad_l, pad_r;
     for (size_t d = 0; d < spatial.size(); ++d) {
       strides.push_back(g.strides[d]);
@@ -108,7 +122,7 @@ Status PoolKernel::RunImpl(KernelContext& ctx) {
   }
   Prepared& p = *it->second;
   if (!stream_) stream_.emplace(Engine());
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutput(0, DType::kFloat32, y_sizes));
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_stored));
   std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Wrap(p.src, x)}, {DNNL_ARG_DST, Wrap(p.dst, y->raw_data())}};
   if (p.workspace) args.emplace(DNNL_ARG_WORKSPACE, p.workspace);
   p.pool.execute(*stream_, args);
@@ -151,7 +165,7 @@ class SoftmaxKernel final : public CpuKernel {
       it = cache_.emplace(x.sizes(), std::make_pair(md, std::move(prim))).first;
     }
     if (!stream_) stream_.emplace(Engine());
-    KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutput(0, DType::kFloat32, x.sizes()));
+    KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, x.sizes()));
     const memory::desc& md = it->second.first;
     it->second.second.execute(*stream_, {{DNNL_ARG_SRC, Wrap(md, x)}, {DNNL_ARG_DST, Wrap(md, y->raw_data())}});
     stream_->wait();
@@ -166,9 +180,20 @@ class SoftmaxKernel final : public CpuKernel {
 }  // namespace
 
 std::vector<CpuTactic> PoolTactics(const Node& node) {
-  if (!WhyNotPool(node).empty()) return {};
+  const std::optional<OpKind> op = PoolOf(node);
+  if (!op || !WhyNotPool(node).empty()) return {};
+  const bool nhwc = node.op() == OpKind::kPoolNhwc;
+  if (nhwc && node.input(0)->shape()->rank() != 4) return {};
+  return {CpuTactic{nhwc ? "onednn.pool_nhwc" : "onednn.pool",
+                    [op = *op, nhwc] { return std::unique_ptr<CpuKernel>(new PoolKernel(op, nhwc)); }}};
+}
+
+bool HasNhwcPool(const Node& node) {
+  const Value* x = node.input(0);
   const OpKind op = node.op();
-  return {CpuTactic{"onednn.pool", [op] { return std::unique_ptr<CpuKernel>(new PoolKernel(op)); }}};
+  const bool pool = op == OpKind::kMaxPool || op == OpKind::kAveragePool || op == OpKind::kGlobalAveragePool ||
+                    op == OpKind::kGlobalMaxPool;
+  return pool && x && x->shape() && x->shape()->rank() == 4 && WhyNotPool(node).empty();
 }
 
 std::vector<CpuTactic> SoftmaxTactics(const Node& node) {

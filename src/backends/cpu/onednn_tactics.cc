@@ -1,4 +1,5 @@
 // The oneDNN build of the fast CPU tactics (cpu_kernels.h): which op family offers candidates for a node.
+#include <dlfcn.h>
 #include <dnnl.hpp>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -9,21 +10,34 @@ namespace kiln::cpu {
 std::vector<CpuTactic> CpuTacticsFor(const Node& node) {
   // An if-chain rather than a switch over OpKind: the few ops with tactics, every other op has none.
   const OpKind op = node.op();
-  if (op == OpKind::kConv || op == OpKind::kFusedConv) return onednn::ConvTactics(node);
+  if (op == OpKind::kConv || op == OpKind::kFusedConv || op == OpKind::kConvNhwc) return onednn::ConvTactics(node);
   if (op == OpKind::kMatMul || op == OpKind::kGemm || op == OpKind::kFusedGemm) return onednn::MatMulTactics(node);
   if (op == OpKind::kMaxPool || op == OpKind::kAveragePool || op == OpKind::kGlobalAveragePool ||
-      op == OpKind::kGlobalMaxPool) {
+      op == OpKind::kGlobalMaxPool || op == OpKind::kPoolNhwc) {
     return onednn::PoolTactics(node);
   }
   if (op == OpKind::kSoftmax || op == OpKind::kLogSoftmax) return onednn::SoftmaxTactics(node);
+  if (op == OpKind::kTranspose) return onednn::TransposeTactics(node);
+  if (op == OpKind::kAttention) return onednn::AttentionTactics(node);
+  if (op == OpKind::kLayerNormalization) return onednn::LayerNormTactics(node);
   return {};
 }
+
+bool HasChannelsLastKernel(const Node& node) { return onednn::HasNhwcConv(node) || onednn::HasNhwcPool(node); }
 
 std::unique_ptr<CpuKernel> CreateCpuKernel(const Node& node, const std::string& name) {
   for (CpuTactic& t : CpuTacticsFor(node)) {
     if (t.name == name) return t.create();
   }
   return nullptr;
+}
+
+void SetKernelThreads(int threads) {
+  // OpenMP comes with libdnnl (libgomp); looked up at run time so that Kiln itself needs no OpenMP flags
+  // (clang's sanitizer build has no OpenMP of its own).
+  using SetNumThreads = void (*)(int);
+  static const auto set = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set && threads > 0) set(threads);
 }
 
 bool HaveOneDnn() { return true; }

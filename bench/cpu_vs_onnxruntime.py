@@ -7,7 +7,12 @@ for both and Kiln's speed-up (latency at batch 1, throughput at larger batches),
 agree on the outputs, and appends rows to --csv.
 
     .venv/bin/python bench/cpu_vs_onnxruntime.py [--models resnet50,mobilenet_v2,vgg16,bert,ssd_mobilenet]
-        [--batches 1,16] [--threads N] [--duration 3] [--seq 128] [--csv bench/cpu_results.csv]
+        [--batches 1,16] [--threads N] [--duration 3] [--seq 128] [--precision fp32|bf16]
+        [--csv bench/cpu_results.csv]
+
+--precision bf16 builds Kiln's engines with BF16 tactics allowed (CPUs with BF16 instructions); onnxruntime
+stays FP32, so the speed-up is then BF16 Kiln against FP32 onnxruntime and the output difference shows
+what the rounding costs.
 
 Models come from python/kiln_models/zoo.py (written to models/zoo/ if missing; BERT-base: 12 layers,
 hidden 768). The FLOP count per sample is printed so the distance from the machine's peak can be judged.
@@ -31,6 +36,7 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--seq", type=int, default=128, help="BERT sequence length")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--csv", default=os.path.join(ROOT, "bench", "cpu_results.csv"))
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     return ap.parse_args()
@@ -141,7 +147,7 @@ def main():
     except (OSError, StopIteration):
         pass
     print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}  {cpu}, {args.threads} threads, "
-          f"onnxruntime {ort.__version__}")
+          f"onnxruntime {ort.__version__}, Kiln {args.precision}")
     print(f"{'model':<15}{'batch':>6} {'kiln ms':>10} {'ort ms':>10} {'kiln /s':>10} {'ort /s':>10} "
           f"{'speed-up':>9} {'GFLOP/s kiln':>13} {'max rel diff':>13}")
     for name in args.models.split(","):
@@ -155,7 +161,7 @@ def main():
         for batch in batches:
             feeds, shapes = feeds_for(model, batch, args.seq, rng)
             t0 = time.perf_counter()
-            engine = kiln.build(path, shapes=shapes)
+            engine = kiln.build(path, shapes=shapes, precision=args.precision)
             build_s = time.perf_counter() - t0
             ctx = engine.create_context()
             got = ctx.run(feeds)
@@ -170,6 +176,7 @@ def main():
             print(f"{name:<15}{batch:>6} {k['median']:>10.2f} {o['median']:>10.2f} {kt:>10.1f} {ot:>10.1f} "
                   f"{speedup:>8.2f}x {gflops:>13.1f} {diff:>13.2e}", flush=True)
             rows.append({"date": datetime.date.today().isoformat(), "cpu": cpu, "threads": args.threads,
+                         "precision": args.precision,
                          "model": name, "batch": batch, "kiln_median_ms": round(k["median"], 3),
                          "kiln_p99_ms": round(k["p99"], 3), "ort_median_ms": round(o["median"], 3),
                          "ort_p99_ms": round(o["p99"], 3), "kiln_per_s": round(kt, 2), "ort_per_s": round(ot, 2),

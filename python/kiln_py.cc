@@ -120,7 +120,8 @@ kiln::Precision ParsePrecision(const std::string& s) {
   if (s == "fp32") return kiln::Precision::kFp32;
   if (s == "fp16") return kiln::Precision::kFp16;
   if (s == "int8") return kiln::Precision::kInt8;
-  Raise(kiln::InvalidArgument("precision must be fp32, fp16 or int8, got '" + s + "'"));
+  if (s == "bf16") return kiln::Precision::kBf16;
+  Raise(kiln::InvalidArgument("precision must be fp32, fp16, bf16 or int8, got '" + s + "'"));
 }
 
 std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, const std::string& precision,

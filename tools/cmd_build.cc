@@ -35,6 +35,7 @@ struct BuildOptions {
   std::vector<std::string> profiles;
   std::string device = "cpu";
   bool fp16 = false;
+  bool bf16 = false;
 };
 
 // Nodes in the ONNX file's main graph, as the model's authors count them.
@@ -158,7 +159,8 @@ int RunBuild(const BuildOptions& o) {
       bopts.profiles.push_back(std::move(profile).value());
     }
     bopts.device = o.device == "cuda" ? DeviceType::kCuda : DeviceType::kCpu;
-    bopts.precision = o.fp16 ? Precision::kFp16 : Precision::kFp32;
+    if (o.fp16 && o.bf16) return Fail(InvalidArgument("--fp16 and --bf16 exclude each other"));
+    bopts.precision = o.fp16 ? Precision::kFp16 : o.bf16 ? Precision::kBf16 : Precision::kFp32;
     bopts.progress = [](const std::string& line) { std::fprintf(stderr, "kiln build: %s\n", line.c_str()); };
     auto engine = Engine::BuildFromOnnx(o.model, bopts);
     if (!engine.ok()) return Fail(engine.status());
@@ -210,6 +212,8 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_flag("--fp16", opts->fp16, "Allow FP16 tactics (GPU; FP32 where a layer needs it)");
+  cmd->add_flag("--bf16", opts->bf16,
+                "Allow BF16 tactics (CPU with BF16 instructions: bfloat16 inputs and weights, FP32 accumulation)");
   cmd->callback([opts, &exit_code] { exit_code = RunBuild(*opts); });
 }
 

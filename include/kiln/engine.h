@@ -49,8 +49,10 @@ size_t DataTypeSize(DataType t);
 const char* DataTypeName(DataType t);
 
 enum class DeviceType { kCpu, kCuda };
-enum class Precision { kFp32, kFp16, kInt8 };
-const char* PrecisionName(Precision p);  // "fp32", "fp16", "int8"
+// kBf16: CPU plans, on CPUs with BF16 instructions: layers with a BF16 tactic round their inputs and
+// weights to bfloat16 and accumulate in FP32 where that is faster; the rest stay FP32.
+enum class Precision { kFp32, kFp16, kInt8, kBf16 };
+const char* PrecisionName(Precision p);  // "fp32", "fp16", "int8", "bf16"
 
 // The range of shapes one input accepts in one optimization profile: min <= actual <= max per dim; `opt`
 // is the shape the build optimizes for (and the memory plan is sized for).

@@ -116,6 +116,9 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
   if (gpu && cuda::DeviceCount() == 0) {
     return Unsupported("--device cuda: no usable GPU (" + QueryCuda().unavailable_reason + ")");
   }
+  if (gpu && options.precision == Precision::kBf16) {
+    return Unsupported("bf16 is a CPU precision in this version of Kiln: build GPU plans in fp32 or fp16");
+  }
   if (options.optimize) {
     Progress(options, "optimizing");
     KILN_RETURN_IF_ERROR(Optimize(*graph, options));
@@ -138,7 +141,8 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
   KILN_ASSIGN_OR_RETURN(std::vector<Node*> order, graph->TopologicalOrder());
   plan.schedule.assign(order.begin(), order.end());
   // Tactics are timed on the first profile's opt shapes (a graph bound to them); layers without a fast
-  // candidate run the reference kernel. Every layer runs in FP32 whatever precision was asked, for now.
+  // candidate run the reference kernel. CPU plans: a bf16 build may choose BF16 tactics; fp16 and int8
+  // have no CPU tactics (FP32).
   {
     std::map<std::string, std::vector<int64_t>> sizes;
     for (const plan::InputRange& r : plan.profiles.at(0).inputs) sizes[r.name] = r.opt;
@@ -155,6 +159,7 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
     } else {
       TacticOptions tactic_options;
       tactic_options.progress = options.progress;
+      tactic_options.allow_bf16 = options.precision == Precision::kBf16;
       std::map<std::string, std::vector<int64_t>> known_sizes;
       if (options.fast_kernels) {
         KILN_ASSIGN_OR_RETURN(known_sizes, FoldedSizes(*graph, sizes));
@@ -164,7 +169,7 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
       if (options.fast_kernels) {
         KILN_ASSIGN_OR_RETURN(choices, ChooseTactics(bound_schedule, tactic_options));
       }
-      for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, "fp32"});
+      for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, c.precision});
     }
   }
   // The plan needs only the libraries its tactics come from ("onednn.conv" -> "onednn"); a GPU plan needs
@@ -175,9 +180,14 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
              return l.tactic.rfind(lib.first + ".", 0) == 0;
            });
   });
-  if (!gpu && options.precision != Precision::kFp32) {
+  if (!gpu && options.precision == Precision::kBf16) {
+    const auto bf16 = std::count_if(plan.layers.begin(), plan.layers.end(),
+                                    [](const plan::LayerChoice& l) { return l.precision == "bf16"; });
+    Progress(options, std::to_string(bf16) + " of " + std::to_string(plan.layers.size()) + " layers run in bf16" +
+                          (cpu::HaveBf16() ? "" : " (this CPU has no BF16 instructions)"));
+  } else if (!gpu && options.precision != Precision::kFp32) {
     Progress(options, std::string("no ") + PrecisionName(options.precision) +
-                          " tactics exist yet: every layer falls back to fp32");
+                          " tactics exist for the CPU: every layer falls back to fp32");
   }
 
   for (size_t p = 0; p < plan.profiles.size(); ++p) {

@@ -69,6 +69,7 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
   for (size_t i = 0; i < schedule.size(); ++i) {
     const Node& node = *schedule[i];
     std::vector<cpu::CpuTactic> candidates = cpu::CpuTacticsFor(node);
+    std::erase_if(candidates, [&](const cpu::CpuTactic& c) { return c.precision != "fp32" && !options.allow_bf16; });
     if (candidates.empty()) continue;
     if (options.progress && (timed_layers++ % 8 == 0)) {
       options.progress("choosing tactics: timing layer " + std::to_string(i + 1) + "/" +
@@ -89,6 +90,7 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
         if (best < 0 || *ms < best) {
           best = *ms;
           out[i].tactic = c.name;
+          out[i].precision = c.precision;
         }
       }
       if (!t.error.empty() && options.progress) {

@@ -22,6 +22,7 @@ struct TacticTiming {
 
 struct TacticChoice {
   std::string tactic = "reference";
+  std::string precision = "fp32";  // the chosen tactic's (CpuTactic::precision)
   std::vector<TacticTiming> timings;  // every candidate tried (empty: only the reference applies)
 };
 
@@ -33,6 +34,8 @@ struct TacticOptions {
   // Sizes of values whose shape the bound graph leaves unknown (data-dependent shape arithmetic that
   // constant folding resolves for static input sizes), by value name. Optional.
   const std::map<std::string, std::vector<int64_t>>* known_sizes = nullptr;
+  // Whether BF16 tactics may be chosen (a bf16 build); otherwise only FP32 ones are timed.
+  bool allow_bf16 = false;
 };
 
 // `schedule` is the schedule of a graph bound to static shapes (build::CloneWithInputSizes); the result

@@ -47,6 +47,7 @@ const char* PrecisionName(Precision p) {
     case Precision::kFp32: return "fp32";
     case Precision::kFp16: return "fp16";
     case Precision::kInt8: return "int8";
+    case Precision::kBf16: return "bf16";
   }
   return "?";
 }

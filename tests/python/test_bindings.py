@@ -136,3 +136,25 @@ def test_profiles_and_errors(cnn, tmp_path):
         kiln.load(str(tmp_path / "missing.plan"))
     with pytest.raises(kiln.KilnError):
         kiln.build(str(tmp_path / "missing.onnx"))
+
+
+def test_bf16_build_rounds_within_bfloat16_error(cnn, tmp_path):
+    """precision="bf16": on a CPU with BF16 instructions, convolutions and GEMMs may run in bfloat16
+    (8-bit mantissas, FP32 accumulation); the layers say so, and the result stays within bfloat16's
+    rounding of the FP32 engine's (2^-8 relative per operand, a few times that through the layers)."""
+    fp32 = kiln.build(cnn)
+    bf16 = kiln.build(cnn, precision="bf16")
+    assert {layer["precision"] for layer in fp32.layers} == {"fp32"}
+    precisions = {layer["precision"] for layer in bf16.layers}
+    assert precisions <= {"fp32", "bf16"}
+    x = np.random.default_rng(5).random((4, 3, 16, 16), dtype=np.float32)
+    a = fp32.create_context().run({"x": x})["prob"]
+    b = bf16.create_context().run({"x": x})["prob"]
+    np.testing.assert_allclose(b, a, rtol=3e-2, atol=3e-3)
+    if "bf16" in precisions:
+        assert not np.array_equal(a, b)  # really rounded
+        path = str(tmp_path / "bf16.plan")
+        bf16.save(path)
+        assert [layer["precision"] for layer in kiln.load(path).layers] == [layer["precision"] for layer in bf16.layers]
+    with pytest.raises(kiln.KilnError, match="precision"):
+        kiln.build(cnn, precision="bf8")

@@ -2,11 +2,13 @@
 // attributes, input shapes: odd sizes, strides, dilations, groups, asymmetric pads, batch 1 and 3, shapes of
 // ResNet-50, MobileNetV2 and BERT, every fused activation with and without residual). Each case builds a
 // one-node graph, runs the op's reference kernel and every tactic CpuTacticsFor offers on the same random
-// inputs, twice (the second run hits the kernel's primitive and packed-weight caches), and compares.
+// inputs, twice (the second run hits the kernel's primitive and packed-weight caches), and compares
+// (BF16 tactics against the reference on bfloat16-rounded inputs: see WantFor).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -280,6 +282,32 @@ void ExpectClose(const Tensor& want, const Tensor& got, const std::string& what,
   }
 }
 
+// `t` rounded to bfloat16 (round to nearest even), kept in f32.
+Tensor RoundedToBf16(const Tensor& t) {
+  Tensor out(DType::kFloat32, t.sizes());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &t.data<float>()[i], 4);
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    std::memcpy(&out.data<float>()[i], &u, 4);
+  }
+  return out;
+}
+
+// What tactic `t` must produce: the reference output, or for BF16 tactics the reference on inputs 0 and 1
+// (activations and weights) rounded to bfloat16, which is what those tactics compute exactly up to FP32
+// summation order (bfloat16 products are exact in FP32), so ExpectClose's FP32 tolerance applies.
+Expected<Tensor> WantFor(const cpu::CpuTactic& t, const Node& node, std::vector<const Tensor*> ins, const Tensor& want) {
+  if (t.precision != "bf16") return want;
+  Tensor rounded[2];
+  for (size_t i = 0; i < 2 && i < ins.size(); ++i) {
+    if (!ins[i]) continue;
+    rounded[i] = RoundedToBf16(*ins[i]);
+    ins[i] = &rounded[i];
+  }
+  return RunReferenceKernel(node, ins);
+}
+
 void CheckCase(const Case& c, unsigned seed) {
   SCOPED_TRACE(c.name);
   OneNode n;
@@ -295,10 +323,12 @@ void CheckCase(const Case& c, unsigned seed) {
     ASSERT_NE(cpu::CreateCpuKernel(*n.node, t.name), nullptr) << t.name;
     std::unique_ptr<cpu::CpuKernel> kernel = t.create();
     ASSERT_NE(kernel, nullptr) << t.name;
+    Expected<Tensor> expected = WantFor(t, *n.node, ins, *want);
+    ASSERT_TRUE(expected.ok()) << expected.status().message();
     for (int rep = 0; rep < 2; ++rep) {
       Expected<Tensor> got = RunKernel(*kernel, *n.node, ins);
       ASSERT_TRUE(got.ok()) << t.name << ": " << got.status().message();
-      ExpectClose(*want, *got, c.name + " " + t.name + " run " + std::to_string(rep), ToleranceOf(t.name));
+      ExpectClose(*expected, *got, c.name + " " + t.name + " run " + std::to_string(rep), ToleranceOf(t.name));
     }
   }
 }
@@ -348,7 +378,7 @@ TEST_F(CpuKernelsTest, PoolSoftmaxMatchReference) {
 // tactic ("onednn.conv_nhwc", "onednn.conv_nhwc_wino", "onednn.pool_nhwc") agrees with them.
 TEST_F(CpuKernelsTest, ChannelsLastMatchesReference) {
   unsigned seed = 300;
-  int checked = 0, winograd = 0;
+  int checked = 0, winograd = 0, bf16 = 0;
   std::vector<Case> cases = ConvCases();
   for (const Case& c : PoolSoftmaxCases()) cases.push_back(c);
   for (const Case& nchw : cases) {
@@ -388,17 +418,21 @@ TEST_F(CpuKernelsTest, ChannelsLastMatchesReference) {
     ASSERT_FALSE(tactics.empty());
     for (const cpu::CpuTactic& t : tactics) {
       winograd += t.name == "onednn.conv_nhwc_wino";
+      bf16 += t.precision == "bf16";
       auto kernel = t.create();
+      Expected<Tensor> expected = WantFor(t, *b.node, Inputs(b), *want);
+      ASSERT_TRUE(expected.ok()) << expected.status().message();
       for (int rep = 0; rep < 2; ++rep) {
         Expected<Tensor> got = RunKernel(*kernel, *b.node, Inputs(b));
         ASSERT_TRUE(got.ok()) << t.name << ": " << got.status().message();
-        ExpectClose(*want, *got, c->name + " " + t.name, ToleranceOf(t.name));
+        ExpectClose(*expected, *got, c->name + " " + t.name, ToleranceOf(t.name));
       }
     }
     ++seed;
   }
   EXPECT_GE(checked, 20);
   EXPECT_GE(winograd, 5);
+  if (cpu::HaveBf16()) EXPECT_GE(bf16, 20);
 }
 
 // kiln.Attention ("onednn.attention"): BERT's form with its [batch, 1, 1, seq] mask, full and row masks,
@@ -436,7 +470,8 @@ TEST_F(CpuKernelsTest, LayerNormMatchesReference) {
   EXPECT_TRUE(cpu::CpuTacticsFor(*n.node).empty());
 }
 
-// Transpose ("onednn.transpose") against the reference on every kind of permutation it meets.
+// Transpose ("onednn.transpose", and "kiln.transpose_rows" where the last dim stays) against the
+// reference on every kind of permutation it meets.
 TEST_F(CpuKernelsTest, TransposeMatchesReference) {
   const std::vector<Case> cases = {
       {"to_nhwc", OpKind::kTranspose, {X({2, 5, 7, 3})}, A({{"perm", Ints{0, 2, 3, 1}}})},
@@ -448,6 +483,7 @@ TEST_F(CpuKernelsTest, TransposeMatchesReference) {
       {"identity", OpKind::kTranspose, {X({3, 4})}, A({{"perm", Ints{0, 1}}})},
       {"rank6", OpKind::kTranspose, {X({2, 1, 3, 2, 4, 3})}, A({{"perm", Ints{5, 3, 1, 0, 4, 2}}})},
       {"unit_dims", OpKind::kTranspose, {X({1, 1, 1, 9})}, A({{"perm", Ints{0, 3, 1, 2}}})},
+      {"rank5_rows", OpKind::kTranspose, {X({3, 1, 4, 2, 5})}, A({{"perm", Ints{2, 0, 3, 1, 4}}})},
   };
   unsigned seed = 400;
   for (const Case& c : cases) CheckCase(c, seed++);
@@ -478,9 +514,11 @@ TEST_F(CpuKernelsTest, RuntimeBatchSizes) {
         const auto ins = Inputs(n);
         Expected<Tensor> want = RunReferenceKernel(*n.node, ins);
         ASSERT_TRUE(want.ok());
+        Expected<Tensor> expected = WantFor(t, *n.node, ins, *want);
+        ASSERT_TRUE(expected.ok());
         Expected<Tensor> got = RunKernel(*kernel, *n.node, ins);
         ASSERT_TRUE(got.ok()) << got.status().message();
-        ExpectClose(*want, *got, t.name + " batch " + std::to_string(batch));
+        ExpectClose(*expected, *got, t.name + " batch " + std::to_string(batch));
       }
     }
   }

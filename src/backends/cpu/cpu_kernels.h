@@ -32,6 +32,9 @@ class CpuKernel {
 struct CpuTactic {
   std::string name;
   std::function<std::unique_ptr<CpuKernel>()> create;
+  // "fp32", or "bf16" for tactics that round inputs and weights to bfloat16 (FP32 accumulation, FP32
+  // outputs): offered only where the CPU has BF16 instructions, chosen only when the build asks for bf16.
+  std::string precision = "fp32";
 };
 
 // The fast candidates for `node` given its input shapes and dtypes in the graph (empty: only the
@@ -48,6 +51,9 @@ bool HasChannelsLastKernel(const Node& node);
 // Sets how many threads the fast kernels use when called from this thread (oneDNN's OpenMP team size;
 // a no-op without oneDNN). Primitives keep the count they were created under.
 void SetKernelThreads(int threads);
+
+// Whether the CPU has BF16 dot-product instructions the tactics can use (AVX512_BF16 or AMX).
+bool HaveBf16();
 
 // Whether this build has oneDNN, and its version ("3.1.1") or "" without it.
 bool HaveOneDnn();

@@ -29,7 +29,8 @@ std::vector<CpuTactic> AttentionTactics(const Node& node);
 // LayerNormalization over the last axis with constant [C] Scale and B: "onednn.layernorm".
 std::vector<CpuTactic> LayerNormTactics(const Node& node);
 
-// Transpose of f32 tensors of rank 1 to 6: "onednn.transpose" (a reorder from strided to plain memory).
+// Transpose of rank 1 to 6: "onednn.transpose" (f32; a reorder from strided to plain memory) and, when
+// the last dim stays last, "kiln.transpose_rows" (row copies).
 std::vector<CpuTactic> TransposeTactics(const Node& node);
 
 }  // namespace kiln::cpu::onednn

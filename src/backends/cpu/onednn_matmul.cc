@@ -77,11 +77,17 @@ void LogicalView(const Tensor& t, bool transpose, size_t r, std::vector<int64_t>
   }
 }
 
+// "onednn.matmul_bf16" (BF16 builds, CPUs with BF16 instructions, constant weights without batch dims):
+// A is rounded to bfloat16 into the kernel's scratch on each call, the weights are packed as bfloat16
+// once; the product accumulates and is written in FP32.
 class MatMulKernel final : public CpuKernel {
  public:
-  MatMulKernel(OpKind op, bool weights_constant) : op_(op), weights_constant_(weights_constant) {}
+  MatMulKernel(OpKind op, bool weights_constant, bool bf16)
+      : op_(op), weights_constant_(weights_constant), bf16_(bf16) {}
 
-  Status Run(KernelContext& ctx) override { return Guard("onednn.matmul", [&] { return RunImpl(ctx); }); }
+  Status Run(KernelContext& ctx) override {
+    return Guard(bf16_ ? "onednn.matmul_bf16" : "onednn.matmul", [&] { return RunImpl(ctx); });
+  }
 
  private:
   struct Prepared {
@@ -89,6 +95,8 @@ class MatMulKernel final : public CpuKernel {
     memory::desc src, weights_user, weights, dst, bias;
     std::optional<dnnl::reorder> pack;  // weights_user -> weights, run once for constant weights
     memory packed;
+    std::optional<dnnl::reorder> src_in;  // BF16: A -> src_buf
+    memory src_buf;
     const void* packed_from = nullptr;
   };
 
@@ -96,6 +104,7 @@ class MatMulKernel final : public CpuKernel {
 
   const OpKind op_;
   const bool weights_constant_;
+  const bool bf16_;
   std::map<std::vector<int64_t>, std::unique_ptr<Prepared>> cache_;
   std::optional<dnnl::stream> stream_;
 };
@@ -148,6 +157,7 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
   const bool addend = (c || r) && !bias;
   // Only weights without batch dims of their own are packed (one matrix, shared by every batch).
   const bool pack = weights_constant_ && NumElements(std::vector<int64_t>(b_dims.begin(), b_dims.end() - 2)) == 1;
+  if (bf16_ && !pack) return InvalidArgument("onednn.matmul_bf16 needs constant weights without batch dims");
 
   std::vector<int64_t> key = a.sizes();
   key.push_back(-1);
@@ -160,12 +170,18 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
     p->src = StridedDesc(a_dims, a_strides);
     p->weights_user = StridedDesc(b_dims, b_strides);
     p->dst = PlainDesc(y_sizes);
-    const memory::desc weights_any(p->weights_user.dims(), memory::data_type::f32, memory::format_tag::any);
+    const auto wdt = bf16_ ? memory::data_type::bf16 : memory::data_type::f32;
+    const memory::desc weights_any(p->weights_user.dims(), wdt, memory::format_tag::any);
+    std::vector<int64_t> plain_strides(rank, 1);
+    for (size_t i = rank; i-- > 1;) plain_strides[i - 1] = plain_strides[i] * std::max<int64_t>(a_dims[i], 1);
+    const memory::desc src_bf16(p->src.dims(), memory::data_type::bf16,
+                                memory::dims(plain_strides.begin(), plain_strides.end()));
     std::vector<int64_t> bias_dims(rank, 1);
     bias_dims[rank - 1] = n;
     if (bias) p->bias = PlainDesc(bias_dims);
     const memory::desc& wmd = pack ? weights_any : p->weights_user;
-    auto desc = bias ? dnnl::matmul::desc(p->src, wmd, p->bias, p->dst) : dnnl::matmul::desc(p->src, wmd, p->dst);
+    const memory::desc& smd = bf16_ ? src_bf16 : p->src;
+    auto desc = bias ? dnnl::matmul::desc(smd, wmd, p->bias, p->dst) : dnnl::matmul::desc(smd, wmd, p->dst);
     dnnl::primitive_attr attr;
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
     dnnl::post_ops po;
@@ -178,6 +194,10 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
     if (pack) {
       p->packed = memory(p->weights, Engine());
       p->pack = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->weights_user, Engine(), p->weights));
+    }
+    if (bf16_) {
+      p->src_buf = memory(src_bf16, Engine());
+      p->src_in = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->src, Engine(), src_bf16));
     }
     it = cache_.emplace(std::move(key), std::move(p)).first;
   }
@@ -194,8 +214,13 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
   }
   KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_sizes));
   if (addend) FillAddend(*y, c, beta, r);
+  memory src = Wrap(p.src, a);
+  if (p.src_in) {
+    p.src_in->execute(s, src, p.src_buf);
+    src = p.src_buf;
+  }
   std::unordered_map<int, memory> args = {
-      {DNNL_ARG_SRC, Wrap(p.src, a)}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, Wrap(p.dst, y->raw_data())}};
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, Wrap(p.dst, y->raw_data())}};
   if (bias) args.emplace(DNNL_ARG_BIAS, Wrap(p.bias, *c));
   p.matmul.execute(s, args);
   s.wait();
@@ -207,9 +232,15 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
 std::vector<CpuTactic> MatMulTactics(const Node& node) {
   if (!WhyNotMatMul(node).empty()) return {};
   const OpKind op = node.op();
-  const bool constant = node.input(1)->is_constant();
-  return {CpuTactic{"onednn.matmul",
-                    [op, constant] { return std::unique_ptr<CpuKernel>(new MatMulKernel(op, constant)); }}};
+  const Value* b = node.input(1);
+  const bool constant = b->is_constant();
+  std::vector<CpuTactic> out = {CpuTactic{
+      "onednn.matmul", [op, constant] { return std::unique_ptr<CpuKernel>(new MatMulKernel(op, constant, false)); }}};
+  if (HaveBf16() && constant && b->constant()->rank() >= 2 && NumElements(std::vector<int64_t>(b->constant()->sizes().begin(), b->constant()->sizes().end() - 2)) == 1) {
+    out.push_back(CpuTactic{"onednn.matmul_bf16",
+                            [op] { return std::unique_ptr<CpuKernel>(new MatMulKernel(op, true, true)); }, "bf16"});
+  }
+  return out;
 }
 
 }  // namespace kiln::cpu::onednn

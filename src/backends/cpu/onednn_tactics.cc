@@ -40,6 +40,11 @@ void SetKernelThreads(int threads) {
   if (set && threads > 0) set(threads);
 }
 
+bool HaveBf16() {
+  static const bool have = dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core_bf16;
+  return have;
+}
+
 bool HaveOneDnn() { return true; }
 
 std::string OneDnnVersion() {

@@ -1,6 +1,9 @@
-// Transpose on oneDNN's reorder primitive: the input seen through permuted strides is copied into the plain
-// output. Used for the layout changes at the edges of channels-last regions (NCHW <-> NHWC) and for the
-// head splits and merges of attention. f32, rank 1 to 6; reorders are cached per input shape.
+// Transpose: "onednn.transpose" on oneDNN's reorder primitive (the input seen through permuted strides is
+// copied into the plain output; f32, rank 1 to 6, reorders cached per input shape), used for the layout
+// changes at the edges of channels-last regions (NCHW <-> NHWC); and "kiln.transpose_rows", row copies
+// for permutations that keep the last dim (any dtype), which attention's head splits and merges are. The
+// builder times both where both apply.
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -79,13 +82,62 @@ class TransposeKernel final : public CpuKernel {
   std::optional<dnnl::stream> stream_;
 };
 
+// A Transpose that keeps the last dim in place moves whole rows: one memcpy per output row, the source
+// offset stepped like an odometer over the permuted strides ("kiln.transpose_rows"; attention's head
+// splits and merges, [B, S, H, D] <-> [B, H, S, D], are this kind).
+class RowTransposeKernel final : public CpuKernel {
+ public:
+  Status Run(KernelContext& ctx) override {
+    if (!ctx.input(0)) return InvalidArgument("Transpose needs an input");
+    const Tensor& x = *ctx.input(0);
+    const size_t r = x.rank();
+    const std::optional<std::vector<int64_t>> perm = PermOf(ctx.attrs(), r);
+    if (r < 2 || !perm || perm->back() != static_cast<int64_t>(r - 1)) {
+      return InvalidArgument("kiln.transpose_rows needs a permutation that keeps the last of at least 2 dims");
+    }
+    std::vector<int64_t> in_strides(r, 1);
+    for (size_t i = r; i-- > 1;) in_strides[i - 1] = in_strides[i] * x.size(i);
+    std::vector<int64_t> y_sizes, strides;
+    for (int64_t d : *perm) {
+      y_sizes.push_back(x.size(static_cast<size_t>(d)));
+      strides.push_back(in_strides[static_cast<size_t>(d)]);
+    }
+    KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, x.dtype(), y_sizes));
+    const int64_t rows = NumElements(std::vector<int64_t>(y_sizes.begin(), y_sizes.end() - 1));
+    const size_t es = DTypeSize(x.dtype());
+    const size_t row_bytes = static_cast<size_t>(y_sizes.back()) * es;
+    if (rows == 0 || row_bytes == 0) return Status::Ok();
+    const char* src = static_cast<const char*>(x.raw_data());
+    char* dst = static_cast<char*>(y->raw_data());
+    std::vector<int64_t> idx(r - 1, 0);
+    int64_t off = 0;
+    for (int64_t row = 0; row < rows; ++row) {
+      std::memcpy(dst + static_cast<size_t>(row) * row_bytes, src + static_cast<size_t>(off) * es, row_bytes);
+      for (size_t k = r - 1; k-- > 0;) {
+        off += strides[k];
+        if (++idx[k] < y_sizes[k]) break;
+        off -= strides[k] * y_sizes[k];
+        idx[k] = 0;
+      }
+    }
+    return Status::Ok();
+  }
+};
+
 }  // namespace
 
 std::vector<CpuTactic> TransposeTactics(const Node& node) {
   const Value* x = node.input(0);
-  if (!IsF32(x) || !x->shape() || x->shape()->rank() < 1 || x->shape()->rank() > 6 || !node.output(0)) return {};
-  if (!PermOf(node.attrs(), x->shape()->rank())) return {};
-  return {CpuTactic{"onednn.transpose", [] { return std::unique_ptr<CpuKernel>(new TransposeKernel()); }}};
+  if (!x || !x->shape() || x->shape()->rank() < 1 || x->shape()->rank() > 6 || !node.output(0)) return {};
+  const size_t rank = x->shape()->rank();
+  const std::optional<std::vector<int64_t>> perm = PermOf(node.attrs(), rank);
+  if (!perm) return {};
+  std::vector<CpuTactic> out;
+  if (IsF32(x)) out.push_back({"onednn.transpose", [] { return std::unique_ptr<CpuKernel>(new TransposeKernel()); }});
+  if (rank >= 2 && perm->back() == static_cast<int64_t>(rank - 1) && DTypeSize(x->dtype()) > 0) {
+    out.push_back({"kiln.transpose_rows", [] { return std::unique_ptr<CpuKernel>(new RowTransposeKernel()); }});
+  }
+  return out;
 }
 
 }  // namespace kiln::cpu::onednn

@@ -194,7 +194,7 @@ Status RunSplit(KernelContext& ctx) {
     if (ctx.output_requested(i)) {
       std::vector<int64_t> os = x->sizes();
       os[a] = sizes[i];
-      KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutput(i, x->dtype(), os));
+      KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(i, x->dtype(), os));  // every byte copied
       char* dst = static_cast<char*>(y->raw_data());
       if (row > 0) {
         for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * row, src + o * in_row + col, static_cast<size_t>(row));

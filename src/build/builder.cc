@@ -180,6 +180,19 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
              return l.tactic.rfind(lib.first + ".", 0) == 0;
            });
   });
+  // BF16 layers need the BF16 instructions they were timed with (oneDNN would emulate them slowly or not
+  // at all elsewhere): the plan requires the feature, and loading it on a CPU without refuses it.
+  const bool any_bf16 = std::any_of(plan.layers.begin(), plan.layers.end(),
+                                    [](const plan::LayerChoice& l) { return l.precision == "bf16"; });
+  if (!gpu && any_bf16) {
+    const auto& have = plan.target.cpu_features;
+    for (const char* f : {"avx512_bf16", "amx_bf16"}) {
+      if (std::find(have.begin(), have.end(), f) != have.end()) {
+        plan.target.required_features.push_back(f);
+        break;
+      }
+    }
+  }
   if (!gpu && options.precision == Precision::kBf16) {
     const auto bf16 = std::count_if(plan.layers.begin(), plan.layers.end(),
                                     [](const plan::LayerChoice& l) { return l.precision == "bf16"; });

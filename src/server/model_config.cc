@@ -114,7 +114,8 @@ Expected<Precision> RequestedPrecision(const ModelConfig& config) {
     for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (lower == "fp32") return Precision::kFp32;
     if (lower == "fp16") return Precision::kFp16;
-    return InvalidArgument(where + ": precision '" + text + "' is not one Kiln builds (FP32, FP16)");
+    if (lower == "bf16") return Precision::kBf16;
+    return InvalidArgument(where + ": precision '" + text + "' is not one Kiln builds (FP32, FP16, BF16)");
   };
   std::optional<Precision> chosen;
   const auto choose = [&chosen](Precision p, const std::string& where) -> Status {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <string>
 
 namespace kiln::server {
 namespace {
@@ -58,6 +60,22 @@ Scheduler::Pending Scheduler::Take(size_t i) {
 Expected<std::unique_ptr<Scheduler>> Scheduler::Create(std::shared_ptr<const Engine> engine, ModelConfig config,
                                                        std::shared_ptr<ModelStats> stats,
                                                        const std::vector<int>& devices) {
+  // parameters { key: "cpu_threads" value { string_value: "N" } }: the threads each CPU instance's runs
+  // take from the process's budget (default: all of it, so instances take turns with every core; N =
+  // cores / count lets `count` instances run side by side).
+  int cpu_threads = 0;
+  if (auto it = config.parameters().find("cpu_threads"); it != config.parameters().end()) {
+    const std::string& text = it->second.string_value();
+    size_t used = 0;
+    try {
+      cpu_threads = std::stoi(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size() || cpu_threads < 1) {
+      return InvalidArgument("parameters 'cpu_threads': '" + text + "' is not a positive thread count");
+    }
+  }
   std::unique_ptr<Scheduler> s(new Scheduler(std::move(engine), std::move(config), std::move(stats)));
   for (int device : devices) {
     std::unique_ptr<ExecutionContext> context = s->engine_->CreateContext(device < 0 ? 0 : device);
@@ -65,6 +83,7 @@ Expected<std::unique_ptr<Scheduler>> Scheduler::Create(std::shared_ptr<const Eng
       return Unavailable("cannot create execution context " + std::to_string(s->contexts_.size()) +
                          (device < 0 ? std::string(" on the CPU") : " on GPU " + std::to_string(device)));
     }
+    if (cpu_threads > 0) KILN_RETURN_IF_ERROR(context->SetCpuThreads(cpu_threads));
     s->contexts_.push_back(std::move(context));
   }
   for (auto& context : s->contexts_) {

@@ -34,6 +34,9 @@ optimization { execution_accelerators {
 } }
 """
 FP16_KILN = 'max_batch_size: 4\nparameters { key: "precision" value { string_value: "fp16" } }\n'
+THREADS = ('max_batch_size: 4\ninstance_group [ { count: 2 kind: KIND_CPU } ]\n'
+           'parameters { key: "cpu_threads" value { string_value: "1" } }\n'
+           'parameters { key: "precision" value { string_value: "bf16" } }\n')
 BAD_CONFIGS = {
     "badprec": ('optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" '
                 'parameters { key: "precision_mode" value: "INT4" } } ] } }', "precision 'INT4'"),
@@ -45,13 +48,15 @@ BAD_CONFIGS = {
                  "default_priority_level 3 is outside 1..2"),
     "badpolicy": ("max_batch_size: 4\ndynamic_batching { priority_levels: 2 default_priority_level: 1 "
                   "priority_queue_policy { key: 5 value: { max_queue_size: 1 } } }", "level 5 outside 1..2"),
+    "badthreads": ('max_batch_size: 4\nparameters { key: "cpu_threads" value { string_value: "two" } }',
+                   "'two' is not a positive thread count"),
 }
 
 
 @pytest.fixture(scope="module")
 def sched_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("sched") / "models"
-    configs = {"prio": PRIO_CONFIG, "fp16": FP16_TRITON, "fp16kiln": FP16_KILN}
+    configs = {"prio": PRIO_CONFIG, "fp16": FP16_TRITON, "fp16kiln": FP16_KILN, "threads": THREADS}
     configs.update({name: text for name, (text, _) in BAD_CONFIGS.items()})
     for name, text in configs.items():
         _save(scale_model(), root / name / "1" / "model.onnx")
@@ -116,9 +121,9 @@ def test_priority_outside_the_levels_is_refused(sched_server):
 def test_precision_requests_load_and_bad_ones_say_why(sched_server):
     client = httpclient.InferenceServerClient(sched_server.url)
     index = {m["name"]: m for m in client.get_model_repository_index()}
-    for name in ("fp16", "fp16kiln"):
+    for name in ("fp16", "fp16kiln", "threads"):
         assert index[name]["state"] == "READY", index[name]
-        infer_scale(client, httpclient, 2, model=name)  # a CPU build: layers fall back to FP32
+        infer_scale(client, httpclient, 2, model=name)  # a CPU build: FP16 falls back to FP32
     accel = client.get_model_config("fp16")["optimization"]["execution_accelerators"]
     assert accel["gpu_execution_accelerator"][0]["parameters"]["precision_mode"] == "FP16"
     for name, (_, needle) in BAD_CONFIGS.items():

@@ -126,7 +126,7 @@ kiln::Precision ParsePrecision(const std::string& s) {
 
 std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, const std::string& precision,
                                     const std::string& device, bool optimize, bool fast_kernels,
-                                    bool channels_last) {
+                                    bool channels_last, bool tf32, const std::string& timing_cache) {
   kiln::BuildOptions options;
   options.precision = ParsePrecision(precision);
   if (device == "cuda") {
@@ -137,6 +137,8 @@ std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, 
   options.optimize = optimize;
   options.fast_kernels = fast_kernels;
   options.channels_last = channels_last;
+  options.tf32 = tf32;
+  options.timing_cache = timing_cache;
   std::vector<std::string> specs;
   if (py::isinstance<py::str>(shapes)) {
     specs.push_back(py::cast<std::string>(shapes));
@@ -232,10 +234,12 @@ PYBIND11_MODULE(_kiln, m) {
 
   m.def(
       "build", &Build, "onnx_path"_a, "shapes"_a = py::none(), "precision"_a = "fp32", "device"_a = "cpu",
-      "optimize"_a = true, "fast_kernels"_a = true, "channels_last"_a = true,
+      "optimize"_a = true, "fast_kernels"_a = true, "channels_last"_a = true, "tf32"_a = false, "timing_cache"_a = "",
       "Builds an engine from an ONNX model. shapes: a shapes option string (NAME:MIN..OPT..MAX) or a list of "
       "them, one per optimization profile. fast_kernels=False runs every layer with its reference kernel. "
-      "CPU: channels_last=False keeps activations NCHW (every convolution reorders for itself).");
+      "CPU: channels_last=False keeps activations NCHW (every convolution reorders for itself). "
+      "GPU: tf32=True lets FP32 convolutions and GEMMs use TF32 tensor cores; timing_cache: a file of tactic "
+      "timings loaded before the build and saved after (KILN_CUDA_TF32 / KILN_CUDA_TIMING_CACHE override both).");
   m.def("set_cpu_thread_budget", &kiln::SetCpuThreadBudget, "threads"_a,
         "CPU plans: the threads Kiln's kernels use in all, shared by every context (0: the default, "
         "OMP_NUM_THREADS or the machine's hardware threads).");

@@ -36,6 +36,8 @@ struct BuildOptions {
   std::string device = "cpu";
   bool fp16 = false;
   bool bf16 = false;
+  bool tf32 = false;
+  std::string timing_cache;
 };
 
 // Nodes in the ONNX file's main graph, as the model's authors count them.
@@ -161,6 +163,8 @@ int RunBuild(const BuildOptions& o) {
     bopts.device = o.device == "cuda" ? DeviceType::kCuda : DeviceType::kCpu;
     if (o.fp16 && o.bf16) return Fail(InvalidArgument("--fp16 and --bf16 exclude each other"));
     bopts.precision = o.fp16 ? Precision::kFp16 : o.bf16 ? Precision::kBf16 : Precision::kFp32;
+    bopts.tf32 = o.tf32;
+    bopts.timing_cache = o.timing_cache;
     bopts.progress = [](const std::string& line) { std::fprintf(stderr, "kiln build: %s\n", line.c_str()); };
     auto engine = Engine::BuildFromOnnx(o.model, bopts);
     if (!engine.ok()) return Fail(engine.status());
@@ -214,6 +218,11 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
   cmd->add_flag("--fp16", opts->fp16, "Allow FP16 tactics (GPU; FP32 where a layer needs it)");
   cmd->add_flag("--bf16", opts->bf16,
                 "Allow BF16 tactics (CPU with BF16 instructions: bfloat16 inputs and weights, FP32 accumulation)");
+  cmd->add_flag("--tf32", opts->tf32,
+                "GPU: let FP32 convolutions and GEMMs use TF32 tensor cores (KILN_CUDA_TF32=1|0 overrides)");
+  cmd->add_option("--timing-cache", opts->timing_cache,
+                  "GPU: load tactic timings from FILE before the build and save them after "
+                  "(KILN_CUDA_TIMING_CACHE overrides)");
   cmd->callback([opts, &exit_code] { exit_code = RunBuild(*opts); });
 }
 

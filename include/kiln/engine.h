@@ -88,6 +88,13 @@ struct BuildOptions {
   // convolutions and pools that have NHWC kernels, with layout changes only at the edges of such
   // regions. false: NCHW throughout (each convolution then reorders for itself), to compare.
   bool channels_last = true;
+  // GPU plans: FP32 convolutions and GEMMs may use TF32 tensor cores (10-bit mantissas); the plan records
+  // "tf32" as those layers' precision. The environment variable KILN_CUDA_TF32 (1 or 0) overrides it.
+  bool tf32 = false;
+  // GPU plans: a timing-cache file, loaded before the tactics are timed and saved after (layer signature
+  // -> chosen tactic, keyed by GPU, driver and library versions), so that a second build times nothing.
+  // "" for none; the environment variable KILN_CUDA_TIMING_CACHE overrides it.
+  std::string timing_cache;
   // Called with a short line for each build stage ("importing", "planning memory", ...). Optional.
   std::function<void(const std::string&)> progress;
 };

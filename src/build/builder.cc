@@ -152,6 +152,8 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
     if (gpu) {
       cuda::CudaBuildOptions cuda_options;
       cuda_options.fp16 = options.precision == Precision::kFp16;
+      cuda_options.tf32 = options.tf32;
+      cuda_options.timing_cache = options.timing_cache;
       KILN_ASSIGN_OR_RETURN(std::vector<cuda::CudaLayerChoice> choices,
                             cuda::ChooseCudaTactics(bound_schedule, cuda_options));
       if (choices.size() != bound_schedule.size()) return Internal("the CUDA backend chose tactics for another schedule");

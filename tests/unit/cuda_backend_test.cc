@@ -9,6 +9,7 @@
 // Every test skips without a GPU (CI has none), so this file only has to compile and link there.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -173,6 +174,37 @@ std::vector<Case> Cases() {
                      b.last->attrs().Set("ceil_mode", int64_t{1});
                      return b.Done(y);
                    }});
+  cases.push_back({"embedding_sums_8_wide", [] {  // FP16: broadcast sums 8 elements per thread
+                     G b;
+                     Value* x = b.In("x", {3, 5, 24});
+                     Value* t = b.Op(OpKind::kAdd, {x, b.W("tok", {24})}, "t");
+                     Value* p = b.Op(OpKind::kAdd, {t, b.In("pos", {1, 5, 24})}, "p");
+                     return b.Done(b.Op(OpKind::kMul, {p, b.In("gate", {3, 1, 24})}, "y"));
+                   }});
+  cases.push_back({"embedding_layernorm", [] {  // FP16: gather + two broadcast sums folded into the norm
+                     G b;
+                     Value* ids = b.g.AddValue("ids", DType::kInt64, Shape{3, 5});
+                     b.g.AddInput(ids);
+                     Value* e = b.Op(OpKind::kGather, {b.W("table", {11, 64}), ids}, "e", 13);
+                     Value* t = b.Op(OpKind::kAdd, {e, b.W("tok", {64})}, "t");
+                     Value* p = b.Op(OpKind::kAdd, {t, b.In("pos", {1, 5, 64})}, "p");
+                     Value* n = b.Op(OpKind::kLayerNormalization, {p, b.W("g", {64}), b.W("bt", {64})}, "n");
+                     b.last->attrs().Set("axis", int64_t{-1});
+                     return b.Done(n);
+                   }});
+  cases.push_back({"pools_8_channel_words", [] {  // FP16 NHWC with C % 8 == 0: 16-byte words per tap
+                     G b;
+                     Value* x = b.In("x", {2, 16, 13, 11});
+                     Value* m = b.Op(OpKind::kMaxPool, {x}, "m");
+                     b.last->attrs().Set("kernel_shape", std::vector<int64_t>{3, 3});
+                     b.last->attrs().Set("strides", std::vector<int64_t>{2, 2});
+                     b.last->attrs().Set("pads", std::vector<int64_t>{1, 1, 1, 1});
+                     Value* y = b.Op(OpKind::kAveragePool, {m}, "y");
+                     b.last->attrs().Set("kernel_shape", std::vector<int64_t>{3, 2});
+                     b.last->attrs().Set("pads", std::vector<int64_t>{1, 0, 1, 1});
+                     b.last->attrs().Set("ceil_mode", int64_t{1});
+                     return b.Done(y);
+                   }});
   cases.push_back({"vgg_tail_reshape_gemm_relu", [] {
                      G b;
                      Value* x = b.In("x", {3, 32, 7, 7});
@@ -236,6 +268,14 @@ std::vector<Case> Cases() {
                      Value* g = b.Op(OpKind::kGelu, {a}, "y", 20);
                      return b.Done(g);
                    }});
+  // BERT-base's rows (FP16: one warp per row in registers), a row of 2048 and one not a multiple of 8.
+  for (int64_t cols : {768, 2048, 1000}) {
+    cases.push_back({"layernorm_" + std::to_string(cols), [cols] {
+                       G b;
+                       Value* x = b.In("x", {37, cols});
+                       return b.Done(b.Op(OpKind::kLayerNormalization, {x, b.W("g", {cols}), b.W("bt", {cols})}, "y"));
+                     }});
+  }
   return cases;
 }
 
@@ -260,7 +300,15 @@ void CheckCase(const Case& c, Precision precision, double tolerance) {
     std::mt19937 rng(100 + round);
     TensorMap feeds;
     for (const Value* v : plan->graph->inputs()) {
-      if (!v->is_constant()) feeds[v->name()] = RandomTensor(*v->shape()->sizes(), rng);
+      if (v->is_constant()) continue;
+      if (v->dtype() == DType::kInt64) {  // indices (every table in the cases has at least 10 rows)
+        Tensor t(DType::kInt64, *v->shape()->sizes());
+        std::uniform_int_distribution<int64_t> dist(0, 9);
+        for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = dist(rng);
+        feeds[v->name()] = std::move(t);
+      } else {
+        feeds[v->name()] = RandomTensor(*v->shape()->sizes(), rng);
+      }
     }
     auto want = RunReference(*plan->graph, feeds);
     ASSERT_TRUE(want.ok()) << want.status().ToString();
@@ -392,6 +440,158 @@ TEST(CudaBackend, MiniBertMatchesReference) {
   KILN_SKIP_WITHOUT_GPU();
   CheckMiniBert(Precision::kFp32, 1e-4);
   CheckMiniBert(Precision::kFp16, 1e-2);
+}
+
+// Embedding rows of >= 512 bytes are gathered a warp per row (negative indices count from the end).
+TEST(CudaBackend, GatherRowsMatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (Precision precision : {Precision::kFp32, Precision::kFp16}) {
+    G b;
+    Value* ids = b.g.AddValue("ids", DType::kInt64, Shape{3, 7});
+    b.g.AddInput(ids);
+    Graph graph = b.Done(b.Op(OpKind::kGather, {b.W("table", {50, 256}), ids}, "y", 13));
+    BuildOptions options;
+    options.device = DeviceType::kCuda;
+    options.precision = precision;
+    auto plan = build::BuildPlan(std::move(graph), options, "gather");
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    auto exec = cuda::CudaExecutor::Create(*plan, 0);
+    ASSERT_TRUE(exec.ok()) << exec.status().ToString();
+    std::mt19937 rng(3);
+    Tensor t(DType::kInt64, {3, 7});
+    std::uniform_int_distribution<int64_t> dist(-50, 49);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = dist(rng);
+    TensorMap feeds = {{"ids", std::move(t)}};
+    auto want = RunReference(*plan->graph, feeds);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    auto got = (*exec)->Run(feeds);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    // FP32 is a copy; FP16 rounds each weight once (2^-11 relative).
+    EXPECT_LE(RelativeError(got->at("y"), want->at("y")), precision == Precision::kFp32 ? 0.0 : 5e-4);
+  }
+}
+
+// Kiln's fused FP16 attention (kiln.flash_attention), forced, against the reference on inputs already
+// rounded to FP16 (so the check sees the kernel's error alone). Per output, |gpu - ref| <= 2e-3 * max|v|:
+// the output is a convex combination of V rows; the kernel rounds the softmax weights to FP16 before the
+// P V product (2^-11 relative each, so at most 2^-11 * max|v| in total) and its output to FP16 (2^-11
+// relative), accumulating in FP32 with ex2.approx (2^-22 relative); 2e-3 leaves room for both.
+//   bert:     QKV [B,S,3HD] -> Split -> head split -> attention (mask [B,1,1,S]) -> head merge, all folded
+//             into the kernel's strides; sequences below, at and across the 64-key tiles.
+//   plain:    q [B,H,Sq,D] and v [B,H,Sk,D] as tensors, kt a head split of [B,Sk,HD], Sq != Sk, no mask.
+//   row_mask: a full [B,1,Sq,Sk] mask (different per query row).
+struct AttentionCase {
+  std::string name;
+  int64_t batch, heads, sq, sk, d;
+  int mask;  // 0 none, 1 [B,1,1,Sk], 2 [B,1,Sq,Sk]
+};
+
+float RoundToHalf(float x) {
+  if (x == 0.f || !std::isfinite(x)) return x;
+  int e = 0;
+  const double m = std::frexp(static_cast<double>(x), &e);  // |m| in [0.5, 1): 11 significant bits in FP16
+  return static_cast<float>(std::ldexp(std::nearbyint(std::ldexp(m, 11)), e - 11));
+}
+
+Graph AttentionGraph(const AttentionCase& c) {
+  G b;
+  const int64_t hd = c.heads * c.d;
+  auto heads = [&](Value* x, const std::string& name, std::vector<int64_t> perm) {
+    Value* r = b.Op(OpKind::kReshape, {x, b.Ints(name + "_shape", {0, 0, c.heads, c.d})}, name + "_r", 13);
+    Value* t = b.Op(OpKind::kTranspose, {r}, name + "_t", 13);
+    b.last->attrs().Set("perm", perm);
+    return t;
+  };
+  Value *q = nullptr, *kt = nullptr, *v = nullptr;
+  if (c.name == "plain") {
+    q = b.In("q", {c.batch, c.heads, c.sq, c.d});
+    kt = heads(b.In("k", {c.batch, c.sk, hd}), "k", {0, 2, 3, 1});
+    v = b.In("v", {c.batch, c.heads, c.sk, c.d});
+  } else {
+    Value* qkv = b.In("qkv", {c.batch, c.sq, 3 * hd});
+    Value *q2 = b.g.AddValue("q2", DType::kFloat32), *k2 = b.g.AddValue("k2", DType::kFloat32),
+          *v2 = b.g.AddValue("v2", DType::kFloat32);
+    b.g.AddNode(OpKind::kSplit, "split", {qkv, b.Ints("sizes", {hd, hd, hd})}, {q2, k2, v2}, 13)
+        ->attrs().Set("axis", int64_t{2});
+    q = heads(q2, "q", {0, 2, 1, 3});
+    kt = heads(k2, "k", {0, 2, 3, 1});
+    v = heads(v2, "v", {0, 2, 1, 3});
+  }
+  std::vector<Value*> ins = {q, kt, v};
+  if (c.mask == 1) ins.push_back(b.In("mask", {c.batch, 1, 1, c.sk}));
+  if (c.mask == 2) ins.push_back(b.In("mask", {c.batch, 1, c.sq, c.sk}));
+  Value* att = b.Op(OpKind::kAttention, ins, "att", 13);
+  b.last->attrs().Set("scale", 1.f / std::sqrt(static_cast<float>(c.d)));
+  if (c.name == "plain") return b.Done(att);
+  Value* merged = b.Op(OpKind::kTranspose, {att}, "att_t", 13);
+  b.last->attrs().Set("perm", std::vector<int64_t>{0, 2, 1, 3});
+  return b.Done(b.Op(OpKind::kReshape, {merged, b.Ints("back", {0, 0, hd})}, "y", 13));
+}
+
+void CheckFlashAttention(const AttentionCase& c, const std::string& tactic) {
+  const std::string label = c.name + " " + std::to_string(c.batch) + "x" + std::to_string(c.heads) + "x" +
+                            std::to_string(c.sq) + "x" + std::to_string(c.sk) + "x" + std::to_string(c.d) + " " + tactic;
+  BuildOptions options;
+  options.device = DeviceType::kCuda;
+  options.precision = Precision::kFp16;
+  auto plan = build::BuildPlan(AttentionGraph(c), options, "attention");
+  ASSERT_TRUE(plan.ok()) << label << ": " << plan.status().ToString();
+  int forced = 0;
+  for (size_t i = 0; i < plan->schedule.size(); ++i) {
+    if (plan->schedule[i]->op() == OpKind::kAttention) {
+      plan->layers[i].tactic = tactic;
+      ++forced;
+    }
+  }
+  ASSERT_EQ(forced, 1) << label;
+  auto exec = cuda::CudaExecutor::Create(*plan, 0);
+  ASSERT_TRUE(exec.ok()) << exec.status().ToString();
+  for (int round = 0; round < 3; ++round) {
+    std::mt19937 rng(static_cast<uint32_t>(7 + round));
+    TensorMap feeds;
+    float vmax = 0.f;
+    for (const Value* in : plan->graph->inputs()) {
+      if (in->is_constant()) continue;
+      Tensor t = RandomTensor(*in->shape()->sizes(), rng, -2.f, 2.f);
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        float& x = t.data<float>()[i];
+        // Masks: 0 or -10000 (the BERT form), the first key always open.
+        if (in->name() == "mask") x = (i % c.sk == 0 || x > -1.f) ? 0.f : -10000.f;
+        x = RoundToHalf(x);
+        if (in->name() != "mask") vmax = std::max(vmax, std::fabs(x));
+      }
+      feeds[in->name()] = std::move(t);
+    }
+    auto want = RunReference(*plan->graph, feeds);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    auto got = (*exec)->Run(feeds);
+    ASSERT_TRUE(got.ok()) << label << ": " << got.status().ToString();
+    for (const auto& [name, w] : *want) {
+      const Tensor& g = got->at(name);
+      ASSERT_EQ(g.sizes(), w.sizes()) << label;
+      double worst = 0;
+      for (int64_t i = 0; i < w.numel(); ++i) {
+        const double e = std::fabs(static_cast<double>(g.data<float>()[i]) - w.data<float>()[i]);
+        worst = std::isfinite(e) ? std::max(worst, e) : INFINITY;
+      }
+      EXPECT_LE(worst, 2e-3 * vmax) << label << " round " << round;
+      EXPECT_LT(RelativeError(g, w), 2e-3) << label << " round " << round;
+    }
+  }
+}
+
+TEST(CudaBackend, FlashAttentionMatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  const std::vector<AttentionCase> cases = {
+      {"bert", 2, 3, 128, 128, 64, 1}, {"bert", 2, 2, 1, 1, 64, 1},  {"bert", 3, 2, 7, 7, 64, 1},
+      {"bert", 1, 2, 65, 65, 64, 1},   {"bert", 2, 4, 200, 200, 32, 1}, {"bert", 1, 2, 130, 130, 128, 0},
+      {"plain", 2, 3, 50, 130, 64, 0}, {"plain", 1, 2, 70, 9, 128, 0}, {"row_mask", 2, 2, 100, 100, 64, 2},
+  };
+  for (const AttentionCase& c : cases) {
+    for (const char* tactic : {"kiln.flash_attention", "kiln.flash_attention.m128"}) {
+      CheckFlashAttention(c, tactic);
+    }
+  }
 }
 
 // The public API end to end: a CNN with a dynamic batch built for the GPU, several batch sizes and two

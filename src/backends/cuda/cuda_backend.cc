@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "backends/cuda/cuda_info.h"
@@ -184,6 +185,7 @@ std::string AutoTactic(const std::vector<std::string>& candidates) {
   const std::string& first = candidates.front();
   if (first.rfind("cudnn.", 0) == 0) return "cudnn.conv.auto";
   if (first.rfind("cublaslt.", 0) == 0) return "cublaslt.gemm.auto";
+  if (first == "kiln.flash_attention") return "kiln.attention.auto";
   return first;
 }
 
@@ -291,9 +293,10 @@ class Tuner {
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
-bool Tf32FromEnv() {
+std::optional<bool> Tf32FromEnv() {
   const char* e = std::getenv("KILN_CUDA_TF32");
-  return e && std::string(e) == "1";
+  if (!e || (std::string(e) != "1" && std::string(e) != "0")) return std::nullopt;
+  return std::string(e) == "1";
 }
 
 // ---- the executor ---------------------------------------------------------------------------------------
@@ -429,6 +432,7 @@ class Executor final : public CudaExecutor {
     }
     std::unique_ptr<Tuner> tuner;
     if (retune) tuner = std::make_unique<Tuner>(*res_, *weights_);
+    std::vector<std::string> tactics, precisions;
     for (size_t i = 0; i < bound_schedule.size(); ++i) {
       std::string tactic = plan_.layers[i].tactic;
       if (!tuner && IsAuto(tactic) && !(std::getenv("KILN_CUDA_RETUNE") && std::string(std::getenv("KILN_CUDA_RETUNE")) == "0")) {
@@ -437,9 +441,15 @@ class Executor final : public CudaExecutor {
       if (tuner && (retune || IsAuto(tactic))) {
         KILN_ASSIGN_OR_RETURN(tactic, tuner->Choose(*bound_schedule[i], plan_.layers[i].precision));
       }
-      KILN_RETURN_IF_ERROR(pb.AddLayer(*bound_schedule[i], tactic, plan_.layers[i].precision));
+      tactics.push_back(tactic);
+      precisions.push_back(plan_.layers[i].precision);
     }
     tuner.reset();
+    // Layers whose work a later layer does in place (the head split/merge around fused attention).
+    pb.SetFolded(FoldedLayers(bound_schedule, tactics, precisions));
+    for (size_t i = 0; i < bound_schedule.size(); ++i) {
+      KILN_RETURN_IF_ERROR(pb.AddLayer(*bound_schedule[i], tactics[i], precisions[i]));
+    }
     KILN_RETURN_IF_ERROR(pb.FinishOutputs(bound->outputs()));
     prog->LayOut();
     if (programs_.size() >= kMaxPrograms) {
@@ -526,13 +536,14 @@ Expected<std::vector<CudaLayerChoice>> ChooseCudaTactics(const std::vector<const
   }
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Resources> res, Resources::Create(options.device));
   WeightStore weights(options.device);
+  // The environment overrides the options (KILN_CUDA_TIMING_CACHE=FILE, KILN_CUDA_TF32=1|0).
   std::string cache_path = options.timing_cache;
-  if (cache_path.empty() && std::getenv("KILN_CUDA_TIMING_CACHE")) cache_path = std::getenv("KILN_CUDA_TIMING_CACHE");
+  if (const char* e = std::getenv("KILN_CUDA_TIMING_CACHE")) cache_path = e;
   if (!cache_path.empty()) {
     std::lock_guard<std::mutex> lock(CacheMutex());
     for (const auto& e : LoadCache(cache_path)) SharedCache().insert(e);
   }
-  const bool tf32 = options.tf32 || Tf32FromEnv();
+  const bool tf32 = Tf32FromEnv().value_or(options.tf32);
   int timed = 0;
   std::vector<CudaLayerChoice> choices;
   {

@@ -2,6 +2,7 @@
 // reads its inputs once and writes its output once, converting FP16 storage to FP32 arithmetic in registers.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cfloat>
 
 #include "backends/cuda/cuda_kernels.h"
@@ -100,19 +101,57 @@ __global__ void BinarySameKernel(const T* a, const T* b, T* y, I n, Bin op, ActP
   KILN_GRID_LOOP(i, n) Store(y, i, Apply(act, BinOp(op, Load(a, i), Load(b, i))));
 }
 
-template <typename T>
-__global__ void BinaryBcastKernel(const T* a, const T* b, T* y, int64_t n, Bin op, Broadcast bc, ActParams act) {
-  using I = int64_t;
+template <typename T, typename I>
+__global__ void BinaryBcastKernel(const T* a, const T* b, T* y, I n, Bin op, Broadcast bc, ActParams act) {
   KILN_GRID_LOOP(i, n) {
-    int64_t rem = i, ia = 0, ib = 0;
+    I rem = i, ia = 0, ib = 0;
     for (int d = bc.rank - 1; d >= 0; --d) {
-      const int64_t c = rem % bc.sizes[d];
-      rem /= bc.sizes[d];
-      ia += c * bc.a[d];
-      ib += c * bc.b[d];
+      const I size = static_cast<I>(bc.sizes[d]);
+      const I c = rem % size;
+      rem /= size;
+      ia += c * static_cast<I>(bc.a[d]);
+      ib += c * static_cast<I>(bc.b[d]);
     }
     Store(y, i, Apply(act, BinOp(op, Load(a, ia), Load(b, ib))));
   }
+}
+
+// FP16 broadcasting binary op, 8 elements (one 16-byte word of each operand) per thread: every operand
+// is contiguous along the innermost dim, whose size is a multiple of 8 (BERT's embedding sums).
+template <typename I>
+__global__ void BinaryBcast8Kernel(const __half* a, const __half* b, __half* y, I n8, Bin op, Broadcast bc,
+                                   ActParams act) {
+  KILN_GRID_LOOP(i8, n8) {
+    I rem = i8 * 8, ia = 0, ib = 0;
+    for (int d = bc.rank - 1; d >= 0; --d) {
+      const I size = static_cast<I>(bc.sizes[d]);
+      const I c = rem % size;
+      rem /= size;
+      ia += c * static_cast<I>(bc.a[d]);
+      ib += c * static_cast<I>(bc.b[d]);
+    }
+    const uint4 ra = *reinterpret_cast<const uint4*>(a + ia), rb = *reinterpret_cast<const uint4*>(b + ib);
+    const __half2* ha = reinterpret_cast<const __half2*>(&ra);
+    const __half2* hb = reinterpret_cast<const __half2*>(&rb);
+    uint4 out;
+    __half2* ho = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 fa = __half22float2(ha[e]), fb = __half22float2(hb[e]);
+      ho[e] = __floats2half2_rn(Apply(act, BinOp(op, fa.x, fb.x)), Apply(act, BinOp(op, fa.y, fb.y)));
+    }
+    *reinterpret_cast<uint4*>(y + i8 * 8) = out;
+  }
+}
+
+bool Vectorizable8(const void* a, const void* b, const void* y, const Broadcast& bc) {
+  if (bc.rank < 1 || bc.sizes[bc.rank - 1] % 8 != 0 || bc.a[bc.rank - 1] != 1 || bc.b[bc.rank - 1] != 1) return false;
+  for (int d = 0; d < bc.rank; ++d) {
+    if (bc.a[d] % 8 != 0 && d != bc.rank - 1) return false;
+    if (bc.b[d] % 8 != 0 && d != bc.rank - 1) return false;
+  }
+  return reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(y) % 16 == 0;
 }
 
 template <typename S, typename D, typename I>
@@ -179,6 +218,53 @@ __global__ void PoolKernel(const T* x, T* y, bool nhwc, PoolGeometry g, I total)
       acc = div > 0 ? acc / static_cast<float>(div) : 0.f;
     }
     Store(y, i, acc);
+  }
+}
+
+// FP16 NHWC pooling with C % 8 == 0: each thread owns 8 channels of one output pixel and reads them as one
+// 16-byte word per window tap (ResNet's stem max pool moves 256 MB at batch 128: one 2-byte load per tap
+// made it instruction-bound).
+template <typename I>
+__global__ void PoolNhwc8Kernel(const __half* x, __half* y, PoolGeometry g, I total) {
+  const I C8 = static_cast<I>(g.c / 8), OW = static_cast<I>(g.ow), OH = static_cast<I>(g.oh);
+  const I H = static_cast<I>(g.h), W = static_cast<I>(g.w);
+  KILN_GRID_LOOP(i, total) {
+    const I c8 = i % C8;
+    I r = i / C8;
+    const I ox = r % OW;
+    r /= OW;
+    const I oy = r % OH;
+    const I ni = r / OH;
+    float acc[8];
+    for (int e = 0; e < 8; ++e) acc[e] = g.max ? -FLT_MAX : 0.f;
+    int count = 0;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const I iy = oy * g.sh + ky * g.dh - g.ph;
+      if (iy < 0 || iy >= H) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const I ix = ox * g.sw + kx * g.dw - g.pw;
+        if (ix < 0 || ix >= W) continue;
+        const uint4 raw = reinterpret_cast<const uint4*>(x)[((ni * H + iy) * W + ix) * C8 + c8];
+        const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f = __half22float2(h[e]);
+          acc[2 * e] = g.max ? fmaxf(acc[2 * e], f.x) : acc[2 * e] + f.x;
+          acc[2 * e + 1] = g.max ? fmaxf(acc[2 * e + 1], f.y) : acc[2 * e + 1] + f.y;
+        }
+        ++count;
+      }
+    }
+    float scale = 1.f;
+    if (!g.max) {
+      const int div = g.count_include_pad ? g.kh * g.kw : count;
+      scale = div > 0 ? 1.f / static_cast<float>(div) : 0.f;
+    }
+    uint4 out;
+    __half2* o = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[e] = __floats2half2_rn(acc[2 * e] * scale, acc[2 * e + 1] * scale);
+    reinterpret_cast<uint4*>(y)[i] = out;
   }
 }
 
@@ -341,16 +427,32 @@ __global__ void MaskedSoftmaxKernel(const T* x, T* y, int64_t cols, float scale,
   }
 }
 
-template <typename E, typename Idx>
-__global__ void GatherKernel(const E* data, const Idx* idx, E* y, int64_t axis_len, int64_t inner, int64_t nidx,
-                             int64_t total) {
-  using I = int64_t;
+template <typename E, typename Idx, typename I>
+__global__ void GatherKernel(const E* data, const Idx* idx, E* y, I axis_len, I inner, I nidx, I total) {
   KILN_GRID_LOOP(i, total) {
-    const int64_t t = i % inner, j = (i / inner) % nidx, o = i / (inner * nidx);
-    int64_t k = static_cast<int64_t>(idx[j]);
+    const I t = i % inner, j = (i / inner) % nidx, o = i / (inner * nidx);
+    I k = static_cast<I>(idx[j]);
     if (k < 0) k += axis_len;
     k = k < 0 ? 0 : (k >= axis_len ? axis_len - 1 : k);
     y[i] = data[(o * axis_len + k) * inner + t];
+  }
+}
+
+// Whole rows of 16-byte words, one warp per gathered row: the index is read once per row and each lane
+// has several independent loads in flight (a thread per word waited on two dependent loads for 16 bytes).
+template <typename Idx>
+__global__ void GatherRowsKernel(const uint4* data, const Idx* idx, uint4* y, int64_t axis_len, int64_t inner,
+                                 int64_t nidx, int64_t rows) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x / 32) {
+    const int64_t j = r % nidx, o = r / nidx;
+    int64_t k = static_cast<int64_t>(idx[j]);
+    if (k < 0) k += axis_len;
+    k = k < 0 ? 0 : (k >= axis_len ? axis_len - 1 : k);
+    const uint4* src = data + (o * axis_len + k) * inner;
+    uint4* dst = y + r * inner;
+    for (int64_t t = lane; t < inner; t += 32) dst[t] = src[t];
   }
 }
 
@@ -470,6 +572,10 @@ cudaError_t Binary(const void* a, const void* b, void* y, bool half, Bin op, con
     auto* py = static_cast<__half*>(y);
     if (same) {
       BinarySameKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, act);  // int64 index
+    } else if (Fits32(n) && Vectorizable8(a, b, y, bc)) {
+      BinaryBcast8Kernel<<<Blocks(n / 8), kThreads, 0, s>>>(pa, pb, py, static_cast<int32_t>(n / 8), op, bc, act);
+    } else if (Fits32(n)) {
+      BinaryBcastKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, static_cast<int32_t>(n), op, bc, act);
     } else {
       BinaryBcastKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, bc, act);
     }
@@ -479,6 +585,8 @@ cudaError_t Binary(const void* a, const void* b, void* y, bool half, Bin op, con
     auto* py = static_cast<float*>(y);
     if (same) {
       BinarySameKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, act);  // int64 index
+    } else if (Fits32(n)) {
+      BinaryBcastKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, static_cast<int32_t>(n), op, bc, act);
     } else {
       BinaryBcastKernel<<<Blocks(n), kThreads, 0, s>>>(pa, pb, py, n, op, bc, act);
     }
@@ -525,6 +633,17 @@ cudaError_t Pool2d(const void* x, void* y, bool half, bool nhwc, const PoolGeome
                                                         static_cast<I>(total));
   };
   const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
+  if (half && nhwc && g.c % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0) {
+    const int64_t total8 = total / 8;
+    if (fits) {
+      PoolNhwc8Kernel<int32_t><<<Blocks(total8), kThreads, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), g,
+                                                                 static_cast<int32_t>(total8));
+    } else {
+      PoolNhwc8Kernel<int64_t><<<Blocks(total8), kThreads, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), g,
+                                                                 total8);
+    }
+    return cudaGetLastError();
+  }
   if (half) {
     fits ? run(__half(), int32_t()) : run(__half(), int64_t());
   } else {
@@ -602,22 +721,47 @@ cudaError_t MaskedSoftmax(const void* x, void* y, bool half, int64_t rows, int64
 
 cudaError_t Gather(const void* data, const void* idx, bool idx64, void* y, int esize, int64_t outer,
                    int64_t axis_len, int64_t inner, int64_t nidx, cudaStream_t s) {
+  if (outer * nidx * inner == 0) return cudaSuccess;
+  // Rows of a multiple of 16 bytes (embedding tables) move as 16-byte words.
+  if ((inner * esize) % 16 == 0 && reinterpret_cast<uintptr_t>(data) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0) {
+    inner = inner * esize / 16;
+    esize = 16;
+  }
   const int64_t total = outer * nidx * inner;
-  if (total == 0) return cudaSuccess;
+  if (esize == 16 && inner >= 32) {
+    const int64_t rows = outer * nidx;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
+    if (idx64) {
+      GatherRowsKernel<<<blocks, 256, 0, s>>>(static_cast<const uint4*>(data), static_cast<const int64_t*>(idx),
+                                              static_cast<uint4*>(y), axis_len, inner, nidx, rows);
+    } else {
+      GatherRowsKernel<<<blocks, 256, 0, s>>>(static_cast<const uint4*>(data), static_cast<const int32_t*>(idx),
+                                              static_cast<uint4*>(y), axis_len, inner, nidx, rows);
+    }
+    return cudaGetLastError();
+  }
   auto run = [&](auto etag) {
     using E = decltype(etag);
-    if (idx64) {
-      GatherKernel<<<Blocks(total), kThreads, 0, s>>>(static_cast<const E*>(data), static_cast<const int64_t*>(idx),
-                                                      static_cast<E*>(y), axis_len, inner, nidx, total);
-    } else {
-      GatherKernel<<<Blocks(total), kThreads, 0, s>>>(static_cast<const E*>(data), static_cast<const int32_t*>(idx),
-                                                      static_cast<E*>(y), axis_len, inner, nidx, total);
-    }
+    auto go = [&](auto itag) {
+      using I = decltype(itag);
+      const auto* d = static_cast<const E*>(data);
+      if (idx64) {
+        GatherKernel<<<Blocks(total), kThreads, 0, s>>>(d, static_cast<const int64_t*>(idx), static_cast<E*>(y),
+                                                        static_cast<I>(axis_len), static_cast<I>(inner),
+                                                        static_cast<I>(nidx), static_cast<I>(total));
+      } else {
+        GatherKernel<<<Blocks(total), kThreads, 0, s>>>(d, static_cast<const int32_t*>(idx), static_cast<E*>(y),
+                                                        static_cast<I>(axis_len), static_cast<I>(inner),
+                                                        static_cast<I>(nidx), static_cast<I>(total));
+      }
+    };
+    if (Fits32(total) && Fits32(outer * axis_len * inner)) go(int32_t()); else go(int64_t());
   };
   switch (esize) {
     case 2: run(uint16_t()); break;
     case 4: run(uint32_t()); break;
     case 8: run(uint64_t()); break;
+    case 16: run(uint4()); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -646,6 +790,13 @@ cudaError_t CastToFloat(const void* x, int src_kind, void* y, bool half, int64_t
 cudaError_t LayerNorm(const void* x, const void* scale, const void* bias, void* y, bool half, int64_t rows,
                       int64_t cols, float epsilon, cudaStream_t s) {
   if (rows * cols == 0) return cudaSuccess;
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(scale) % 16 == 0 && reinterpret_cast<uintptr_t>(bias) % 16 == 0;
+  if (half && aligned && cols % 8 == 0 && cols <= 2048) {
+    LayerNormInputs in;
+    in.x = x;
+    return LayerNormHalf(in, scale, bias, y, rows, cols, epsilon, s);
+  }
   const int threads = cols >= 1024 ? 512 : 256;
   if (half) {
     LayerNormKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(

@@ -80,9 +80,42 @@ cudaError_t CastToFloat(const void* x, int src_kind, void* y, bool half, int64_t
 // Row-wise layer norm of x [rows, cols] with scale/bias [cols] (bias may be null); FP32 statistics.
 cudaError_t LayerNorm(const void* x, const void* scale, const void* bias, void* y, bool half, int64_t rows,
                       int64_t cols, float epsilon, cudaStream_t s);
+// FP16 row-wise layer norm (cols % 8 == 0, cols <= 2048, 16-byte aligned rows) of a row that is x's row, or
+// table[ids[row]] (an embedding lookup, negative ids counting from the end), plus up to two addends whose
+// row is add[i] + (row % period[i]) * cols (broadcast over the leading dims). Sums and statistics in FP32.
+struct LayerNormInputs {
+  const void* x = nullptr;
+  const void* table = nullptr;
+  const void* ids = nullptr;
+  bool ids64 = true;
+  int64_t table_rows = 0;
+  const void* add[2] = {nullptr, nullptr};
+  int64_t period[2] = {1, 1};
+};
+cudaError_t LayerNormHalf(const LayerNormInputs& in, const void* scale, const void* bias, void* y, int64_t rows,
+                          int64_t cols, float epsilon, cudaStream_t s);
 // y = x permuted: y's dim d is x's dim perm[d]; elements of `esize` bytes (2, 4 or 8).
 cudaError_t Transpose(const void* x, void* y, int esize, int rank, const int64_t* in_sizes, const int* perm,
                       cudaStream_t s);
+// Fused attention o = softmax(scale * q k^T + mask) v over FP16 tensors (cuda_attention.cu), FP32
+// accumulation and softmax statistics. Operands are indexed [batch, head, row, d] through strides in
+// elements (batch, head, row; d is contiguous); the mask (FP16, may be null) through [batch, head, query,
+// key] strides (0 where broadcast). Pointers and every stride of q, k, v and o must be multiples of 8
+// elements (16-byte loads).
+struct AttentionArgs {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* o = nullptr;
+  const void* mask = nullptr;
+  int64_t q_stride[3] = {}, k_stride[3] = {}, v_stride[3] = {}, o_stride[3] = {};
+  int64_t mask_stride[4] = {};
+  int batch = 0, heads = 0, sq = 0, sk = 0, head_dim = 0;
+  float scale = 1.f;
+  int block_rows = 64;  // query rows per block: 64 (4 warps) or 128 (8 warps, K and V read by half as many blocks)
+};
+bool FlashAttentionSupports(int head_dim);
+cudaError_t FlashAttention(const AttentionArgs& a, cudaStream_t s);
 // Deterministic pseudo-random values in [-1, 1) (for timing candidates on non-zero data).
 cudaError_t FillRandom(void* p, bool half, int64_t n, uint32_t seed, cudaStream_t s);
 

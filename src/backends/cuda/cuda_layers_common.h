@@ -49,6 +49,14 @@ bool IsPointwise(const Node& node);
 Status LowerConvPointwise(ProgramBuilder& b, int x, int w, int bias, int z, int y, int64_t M, int64_t N, int64_t K,
                           k::ActParams act);
 Status LowerGemm(ProgramBuilder& b);
+// kiln.Attention as two cuBLASLt products around a softmax (cuda_gemm.cc, tactic cublaslt.attention).
 Status LowerAttention(ProgramBuilder& b);
+// kiln.Attention by its tactic: Kiln's fused FP16 kernel (cuda_attention.cc, kiln.flash_attention) or
+// LowerAttention.
+Status LowerAttentionLayer(ProgramBuilder& b);
+// FP16 LayerNormalization with the Adds and the embedding Gather that feed it folded in (cuda_layernorm.cc):
+// the layers it folds (empty: none, lower it alone), and its lowering.
+std::vector<const Node*> LayerNormFolds(const Node& node, bool half);
+Status LowerFusedLayerNorm(ProgramBuilder& b);
 
 }  // namespace kiln::cuda

@@ -288,6 +288,19 @@ int ProgramBuilder::Output(size_t j, Repr repr) {
   return id;
 }
 
+Expected<int> ProgramBuilder::ValueInput(const Value* v, Repr want) {
+  KILN_ASSIGN_OR_RETURN(int id, ValueTensor(v, want));
+  Touch(id);
+  return id;
+}
+
+int ProgramBuilder::ValueOutput(const Value* v, Repr repr) {
+  const int id = NewTensor(v->shape()->sizes().value_or(std::vector<int64_t>{}), repr, v->dtype());
+  values_[v] = {id};
+  Touch(id);
+  return id;
+}
+
 int ProgramBuilder::OutputView(size_t j, int src) {
   const Value* v = node_->output(j);
   DevTensor t = p_.tensors[static_cast<size_t>(src)];
@@ -403,6 +416,7 @@ Status ProgramBuilder::AddLayer(const Node& node, const std::string& tactic, con
   half_ = precision == "fp16";
   tf32_ = precision == "tf32";
   touched_.clear();
+  if (folded_.count(&node)) return Status::Ok();
   if (CanEvaluateOnHost()) return EvaluateOnHost().WithContext(node.Label() + " [host]");
   return LowerLayer(*this).WithContext(node.Label() + " [" + tactic + "]");
 }

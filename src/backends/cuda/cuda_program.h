@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ir/graph.h"
@@ -178,6 +179,12 @@ class ProgramBuilder {
   Expected<int> FloatInput(size_t i, bool keep_layout);
   // A new arena tensor for output j (its sizes from the bound graph).
   int Output(size_t j, Repr repr);
+  // Like Input/Output for a value other than the layer's own (a layer that folds neighbouring layers
+  // into itself reads or writes their values; see FoldedLayers).
+  Expected<int> ValueInput(const Value* v, Repr want);
+  int ValueOutput(const Value* v, Repr repr);
+  // Layers that AddLayer skips: another layer computes their work (FoldedLayers).
+  void SetFolded(std::unordered_set<const Node*> folded) { folded_ = std::move(folded); }
   // A scratch arena tensor that lives through this layer only.
   int Scratch(std::vector<int64_t> sizes, Repr repr);
   // Whether the layer can run on the host now (every input a constant or known from shapes, and no float
@@ -211,6 +218,7 @@ class ProgramBuilder {
   std::vector<int> touched_;
   // value -> tensors holding it, one per format
   std::unordered_map<const Value*, std::vector<int>> values_;
+  std::unordered_set<const Node*> folded_;
   // values known on the host (computed from static shapes and constants)
   std::unordered_map<const Value*, Tensor> host_;
 };
@@ -225,5 +233,12 @@ std::string WhyUnsupportedOp(const Node& node);
 std::vector<std::string> CandidateTactics(const Node& node, Resources& res, bool half, bool tf32);
 std::string LayerPrecision(const Node& node, bool fp16, bool tf32);
 Status LowerLayer(ProgramBuilder& b);
+// The layers of a bound schedule that launch nothing because a later layer does their work in place
+// (cuda_attention.cc: the head split/merge Reshape, Transpose and Split around a kiln.flash_attention;
+// cuda_layernorm.cc: the Adds and embedding Gather feeding an FP16 layer norm), given each layer's tactic
+// and precision.
+std::unordered_set<const Node*> FoldedLayers(const std::vector<const Node*>& schedule,
+                                             const std::vector<std::string>& tactics,
+                                             const std::vector<std::string>& precisions);
 
 }  // namespace kiln::cuda

@@ -82,5 +82,15 @@ target_include_directories(kiln_server PUBLIC ${KILN_SERVER_PROTO_OUT} ${CMAKE_C
 target_link_libraries(kiln_server PUBLIC kiln protobuf::libprotobuf Threads::Threads
                       PRIVATE PkgConfig::KILN_HTTPLIB nlohmann_json::nlohmann_json rt ${CMAKE_DL_LIBS})
 
+# The CUDA shared-memory round trip through another process (tests/server_cuda): CUDA builds only; it
+# skips on a machine without a GPU.
+if (KILN_HAVE_CUDA AND KILN_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  include(GoogleTest)
+  add_executable(kiln_server_cuda_tests ${CMAKE_CURRENT_LIST_DIR}/../../tests/server_cuda/cuda_shm_test.cc)
+  target_link_libraries(kiln_server_cuda_tests PRIVATE kiln_server CUDA::cudart GTest::gtest GTest::gtest_main)
+  gtest_discover_tests(kiln_server_cuda_tests DISCOVERY_TIMEOUT 60 PROPERTIES LABELS unit)
+endif()
+
 target_sources(kiln_cli PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../../tools/cmd_serve.cc)
 target_link_libraries(kiln_cli PRIVATE kiln_server)

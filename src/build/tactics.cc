@@ -35,28 +35,20 @@ Expected<std::vector<Tensor>> MakeInputs(const Node& node, std::mt19937& rng, co
   return inputs;
 }
 
-// Median milliseconds of one run of `kernel` (after one untimed run), or an error.
-Expected<double> TimeKernel(cpu::CpuKernel& kernel, const Node& node, const std::vector<Tensor>& owned,
-                            const TacticOptions& options) {
+// One timed run of `kernel` on the node's inputs (real weights, `owned` activations), in ms, or an error.
+Expected<double> TimeOneRun(cpu::CpuKernel& kernel, const Node& node, const std::vector<Tensor>& owned) {
   std::vector<const Tensor*> ins(node.num_inputs(), nullptr);
   for (size_t i = 0; i < node.num_inputs(); ++i) {
     const Value* v = node.input(i);
     if (v) ins[i] = v->is_constant() ? v->constant() : &owned[i];
   }
   const KernelLimits limits;
-  std::vector<double> runs;
-  double spent = 0;
-  for (int r = 0; r < options.min_runs + 1 && (r <= options.min_runs || spent < options.budget_ms); ++r) {
-    KernelContext ctx(node, ins, limits);
-    const auto start = std::chrono::steady_clock::now();
-    Status st = kernel.Run(ctx);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (!st.ok()) return st;
-    if (r > 0) runs.push_back(ms);  // the first run packs weights and creates primitives
-    spent += ms;
-  }
-  std::sort(runs.begin(), runs.end());
-  return runs.empty() ? 0.0 : runs[runs.size() / 2];
+  KernelContext ctx(node, ins, limits);
+  const auto start = std::chrono::steady_clock::now();
+  Status st = kernel.Run(ctx);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  if (!st.ok()) return st;
+  return ms;
 }
 
 }  // namespace
@@ -76,27 +68,65 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
                        std::to_string(schedule.size()) + " (" + node.Label() + ")");
     }
     auto inputs = MakeInputs(node, rng, options);
-    double best = -1;
+    // Candidates are timed in rounds, one run of each per round, so that a burst of load on the machine
+    // slows them alike rather than the one that happened to run then; the first run of each (primitive
+    // creation, weight packing) is not timed. Median per candidate; rounds continue past min_runs while
+    // the budget lasts.
+    struct Candidate {
+      TacticTiming timing;
+      std::unique_ptr<cpu::CpuKernel> kernel;
+      std::vector<double> runs;
+      std::string precision;
+    };
+    std::vector<Candidate> cands;
     for (const cpu::CpuTactic& c : candidates) {
-      TacticTiming t{c.name, -1, ""};
+      Candidate k{TacticTiming{c.name, -1, ""}, nullptr, {}, c.precision};
       if (!inputs.ok()) {
-        t.error = inputs.status().message();
-      } else if (auto kernel = c.create(); !kernel) {
-        t.error = "could not be created";
-      } else if (auto ms = TimeKernel(*kernel, node, *inputs, options); !ms.ok()) {
-        t.error = ms.status().message();
-      } else {
-        t.ms = *ms;
-        if (best < 0 || *ms < best) {
-          best = *ms;
-          out[i].tactic = c.name;
-          out[i].precision = c.precision;
+        k.timing.error = inputs.status().message();
+      } else if (k.kernel = c.create(); !k.kernel) {
+        k.timing.error = "could not be created";
+      } else if (auto first = TimeOneRun(*k.kernel, node, *inputs); !first.ok()) {
+        k.timing.error = first.status().message();
+        k.kernel.reset();
+      }
+      cands.push_back(std::move(k));
+    }
+    // With one candidate there is nothing to choose: one timed run (for the report) is enough.
+    const auto alive = std::count_if(cands.begin(), cands.end(), [](const Candidate& k) { return k.kernel != nullptr; });
+    const int min_rounds = alive > 1 ? options.min_runs : 1;
+    const double budget = alive > 1 ? options.budget_ms : 0;
+    double spent = 0;
+    for (int round = 0; round < min_rounds || spent < budget; ++round) {
+      bool any = false;
+      for (Candidate& k : cands) {
+        if (!k.kernel) continue;
+        auto ms = TimeOneRun(*k.kernel, node, *inputs);
+        if (!ms.ok()) {
+          k.timing.error = ms.status().message();
+          k.kernel.reset();
+          continue;
+        }
+        k.runs.push_back(*ms);
+        spent += *ms;
+        any = true;
+      }
+      if (!any || round >= 4 * options.min_runs + 16) break;
+    }
+    double best = -1;
+    for (Candidate& k : cands) {
+      if (k.kernel && !k.runs.empty()) {
+        std::sort(k.runs.begin(), k.runs.end());
+        k.timing.ms = k.runs[k.runs.size() / 2];
+        if (best < 0 || k.timing.ms < best) {
+          best = k.timing.ms;
+          out[i].tactic = k.timing.tactic;
+          out[i].precision = k.precision;
         }
       }
-      if (!t.error.empty() && options.progress) {
-        options.progress(node.Label() + ": tactic " + t.tactic + " cannot run these shapes (" + t.error + ")");
+      if (!k.timing.error.empty() && options.progress) {
+        options.progress(node.Label() + ": tactic " + k.timing.tactic + " cannot run these shapes (" + k.timing.error + ")");
       }
-      out[i].timings.push_back(std::move(t));
+      out[i].timings.push_back(std::move(k.timing));
     }
   }
   return out;

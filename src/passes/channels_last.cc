@@ -189,8 +189,14 @@ std::optional<Shape> Permuted(const std::optional<Shape>& s, const std::vector<i
 
 Status ChannelsLast(Graph& g, PassReport& report, const std::function<bool(const Node&)>& has_nhwc_kernel) {
   KILN_ASSIGN_OR_RETURN(std::vector<Node*> order, g.TopologicalOrder());
+  // (The BatchNormalizations are collected first: a rewrite removes the ReLU after its BN, which may come
+  // later in `order`.)
+  std::vector<Node*> bns;
+  for (Node* n : order) {
+    if (n->op() == OpKind::kBatchNormalization) bns.push_back(n);
+  }
   bool rewrote_bn = false;
-  for (Node* n : order) rewrote_bn = BatchNormAsDepthwiseConv(g, n, has_nhwc_kernel, report) || rewrote_bn;
+  for (Node* n : bns) rewrote_bn = BatchNormAsDepthwiseConv(g, n, has_nhwc_kernel, report) || rewrote_bn;
   if (rewrote_bn) {
     g.RemoveUnusedValues();
     KILN_ASSIGN_OR_RETURN(order, g.TopologicalOrder());

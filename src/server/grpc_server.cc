@@ -118,6 +118,7 @@ class Service final : public inference::GRPCInferenceService::CallbackService {
     }
     for (const auto& v : list) {
       const ModelStats& s = *v->stats;
+      std::lock_guard<std::mutex> counting(s.group);  // one execution's counters all or none
       inference::ModelStatistics* out = res->add_model_stats();
       out->set_name(v->model);
       out->set_version(std::to_string(v->version));

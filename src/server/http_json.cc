@@ -63,6 +63,7 @@ json ModelStatsJson(const std::vector<std::shared_ptr<ModelVersion>>& versions) 
   json stats = json::array();
   for (const auto& v : versions) {
     const ModelStats& s = *v->stats;
+    std::lock_guard<std::mutex> counting(s.group);  // one execution's counters all or none
     json batches = json::array();
     for (const auto& [size, b] : s.batches()) {
       batches.push_back({{"batch_size", size},

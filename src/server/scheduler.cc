@@ -329,6 +329,7 @@ void Scheduler::Execute(ExecutionContext* context, std::vector<Pending>& batch) 
     }
   }
   const Clock::time_point t3 = Clock::now();
+  std::unique_lock<std::mutex> counting(stats_->group);
   stats_->execution_count.fetch_add(1);
   stats_->AddBatch(total, Ns(t1 - t0), Ns(t2 - t1), Ns(t3 - t2));
   stats_->last_inference_ms.store(static_cast<uint64_t>(
@@ -337,15 +338,21 @@ void Scheduler::Execute(ExecutionContext* context, std::vector<Pending>& batch) 
   for (size_t i = 0; i < batch.size(); ++i) {
     Pending& p = batch[i];
     stats_->pending.fetch_sub(1);
-    if (!status.ok()) {
-      Fail(p, status, FailureReason::kBackend);
-      continue;
-    }
+    if (!status.ok()) continue;  // counted by Fail below
     stats_->inference_count.fetch_add(static_cast<uint64_t>(p.batch));
     stats_->queue.Add(Ns(t0 - p.enqueued));
     stats_->compute_input.Add(Ns(t1 - t0));
     stats_->compute_infer.Add(Ns(t2 - t1));
     stats_->compute_output.Add(Ns(t3 - t2));
+    stats_->success.Add(Ns(t3 - p.enqueued));
+  }
+  counting.unlock();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Pending& p = batch[i];
+    if (!status.ok()) {
+      Fail(p, status, FailureReason::kBackend);
+      continue;
+    }
     InferResult result;
     // In the order the request asked for.
     if (p.request.outputs.empty()) {
@@ -357,7 +364,6 @@ void Scheduler::Execute(ExecutionContext* context, std::vector<Pending>& batch) 
         }
       }
     }
-    stats_->success.Add(Ns(Clock::now() - p.enqueued));
     p.done(std::move(result));
   }
 }

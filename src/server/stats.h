@@ -36,6 +36,10 @@ class ModelStats {
   std::atomic<uint64_t> execution_count{0};          // engine runs
   std::atomic<int64_t> pending{0};                   // requests queued or running
   std::atomic<uint64_t> last_inference_ms{0};        // ms since the epoch
+  // Held while one execution's counters are added (inference and execution counts, queue, compute
+  // phases, success) and while a statistics endpoint reads them, so a reader never sees one phase
+  // counted without the others (perf_analyzer aborts when the compute counts disagree).
+  mutable std::mutex group;
 
   void AddFailure(FailureReason reason, uint64_t duration_ns) {
     fail.Add(duration_ns);

@@ -631,6 +631,37 @@ TEST_F(CpuKernelsTest, MismatchedRuntimeShapesFail) {
   }
 }
 
+// Constant weights are packed once per process: a second kernel for the same node (another context, another
+// server instance) shares the first one's copy, and the copy goes when the last kernel holding it goes.
+TEST_F(CpuKernelsTest, PackedWeightsAreSharedByKernels) {
+  const size_t before = cpu::LivePackedWeightBytes();
+  const Case conv{"conv", OpKind::kConv, {X({1, 16, 9, 9}), W({32, 16, 3, 3}), W({32})}, A({{"pads", Ints{1, 1, 1, 1}}})};
+  const Case gemm{"gemm", OpKind::kGemm, {X({4, 64}), W({48, 64}), W({48})}, A({{"transB", int64_t{1}}})};
+  for (const Case& c : {conv, gemm}) {
+    SCOPED_TRACE(c.name);
+    OneNode n;
+    Build(c, 11, n);
+    ASSERT_TRUE(InferShapes(n.g).ok());
+    const auto ins = Inputs(n);
+    const std::string tactic = cpu::CpuTacticsFor(*n.node).front().name;
+    auto a = cpu::CreateCpuKernel(*n.node, tactic);
+    auto b = cpu::CreateCpuKernel(*n.node, tactic);
+    ASSERT_TRUE(a && b);
+    Expected<Tensor> ya = RunKernel(*a, *n.node, ins);
+    ASSERT_TRUE(ya.ok()) << ya.status().message();
+    const size_t one = cpu::LivePackedWeightBytes() - before;
+    EXPECT_GE(one, n.node->input(1)->constant()->nbytes()) << "the weights were not packed";
+    Expected<Tensor> yb = RunKernel(*b, *n.node, ins);
+    ASSERT_TRUE(yb.ok());
+    EXPECT_EQ(cpu::LivePackedWeightBytes() - before, one) << "the second kernel packed its own copy";
+    EXPECT_EQ(std::memcmp(ya->raw_data(), yb->raw_data(), ya->nbytes()), 0);
+    a.reset();
+    EXPECT_EQ(cpu::LivePackedWeightBytes() - before, one) << "freed while a kernel still uses it";
+    b.reset();
+    EXPECT_EQ(cpu::LivePackedWeightBytes(), before);
+  }
+}
+
 TEST_F(CpuKernelsTest, ReportsVersion) { EXPECT_FALSE(cpu::OneDnnVersion().empty()); }
 
 // Not a test: times one ResNet-50 3x3 conv (1x64x56x56, 64->64) on the reference kernel and each tactic.

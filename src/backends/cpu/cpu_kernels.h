@@ -52,6 +52,10 @@ bool HasChannelsLastKernel(const Node& node);
 // a no-op without oneDNN). Primitives keep the count they were created under.
 void SetKernelThreads(int threads);
 
+// Bytes of pre-packed constant weights alive in the process (shared by every context: see
+// SharedPackedWeights in onednn_common.h). For tests and memory reports.
+size_t LivePackedWeightBytes();
+
 // Whether the CPU has BF16 dot-product instructions the tactics can use (AVX512_BF16 or AMX).
 bool HaveBf16();
 

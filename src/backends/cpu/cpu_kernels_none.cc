@@ -7,6 +7,7 @@ std::vector<CpuTactic> CpuTacticsFor(const Node&) { return {}; }
 std::unique_ptr<CpuKernel> CreateCpuKernel(const Node&, const std::string&) { return nullptr; }
 bool HasChannelsLastKernel(const Node&) { return false; }
 void SetKernelThreads(int) {}
+size_t LivePackedWeightBytes() { return 0; }
 bool HaveBf16() { return false; }
 bool HaveOneDnn() { return false; }
 std::string OneDnnVersion() { return ""; }

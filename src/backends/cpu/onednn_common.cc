@@ -3,7 +3,11 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <new>
+#include <string>
 
 namespace kiln::cpu::onednn {
 
@@ -85,6 +89,53 @@ dnnl::memory Wrap(const memory::desc& md, const Tensor& t) {
 }
 
 dnnl::memory Wrap(const memory::desc& md, void* data) { return dnnl::memory(md, Engine(), data); }
+
+namespace {
+
+struct PackedCache {
+  std::mutex mu;
+  // (weights storage, packed descriptor's bytes) -> the packed copy.
+  std::map<std::pair<const void*, std::string>, std::weak_ptr<const memory>> entries;
+};
+
+PackedCache& ThePackedCache() {
+  static PackedCache cache;
+  return cache;
+}
+
+std::string DescKey(const memory::desc& md) {
+  // oneDNN 2.x descriptors are plain C structs: equal bytes, equal layout.
+  return std::string(reinterpret_cast<const char*>(&md.data), sizeof(md.data));
+}
+
+}  // namespace
+
+std::shared_ptr<const memory> SharedPackedWeights(const Tensor& w, const memory::desc& user, const memory::desc& packed) {
+  PackedCache& cache = ThePackedCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  const auto key = std::make_pair(w.raw_data(), DescKey(packed));
+  if (auto it = cache.entries.find(key); it != cache.entries.end()) {
+    if (auto alive = it->second.lock()) return alive;
+  }
+  std::erase_if(cache.entries, [](const auto& e) { return e.second.expired(); });
+  auto mem = std::make_shared<memory>(packed, Engine());
+  memory src = Wrap(user, w);
+  dnnl::stream s(Engine());
+  dnnl::reorder(src, *mem).execute(s, src, *mem);
+  s.wait();
+  cache.entries[key] = mem;
+  return mem;
+}
+
+size_t LivePackedBytes() {
+  PackedCache& cache = ThePackedCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  size_t bytes = 0;
+  for (const auto& e : cache.entries) {
+    if (auto alive = e.second.lock()) bytes += alive->get_desc().get_size();
+  }
+  return bytes;
+}
 
 Status RunReferenceKernel(KernelContext& ctx) {
   const OpSchema* schema = OpRegistry::Global().Find(ctx.node().op());

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,16 @@ dnnl::memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vec
 // A memory object over a tensor's storage (oneDNN takes a non-const handle; inputs are only read).
 dnnl::memory Wrap(const dnnl::memory::desc& md, const Tensor& t);
 dnnl::memory Wrap(const dnnl::memory::desc& md, void* data);
+
+// Constant weights `w` (seen through `user`) packed into the layout `packed`, shared by every kernel of the
+// process that asks for the same weights storage in the same layout: the contexts of one engine and the
+// server's instances hold one copy, and a later context's first run packs nothing. The copy lives while
+// any kernel holds it (the kernels keep their engine's weights alive, so a storage address cannot be
+// reused by other weights while its entry is alive). Thread-safe.
+std::shared_ptr<const dnnl::memory> SharedPackedWeights(const Tensor& w, const dnnl::memory::desc& user,
+                                                        const dnnl::memory::desc& packed);
+// Bytes of those shared copies alive now.
+size_t LivePackedBytes();
 
 // The node's reference kernel on `ctx`: used for shapes the primitives do not cover (zero-sized dims),
 // so a tactic chosen on real shapes still answers every input the reference kernel answers.

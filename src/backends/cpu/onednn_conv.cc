@@ -106,7 +106,7 @@ class ConvKernel final : public CpuKernel {
   Expected<Prepared*> Prepare(const KernelContext& ctx, const std::vector<int64_t>& x_sizes, const Tensor& w,
                               bool bias, bool residual, const WindowGeometry& g, int64_t group);
   Status RunImpl(KernelContext& ctx);
-  memory& PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s);
+  memory PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s);
 
   const ActLayout layout_;
   const bool winograd_;
@@ -114,11 +114,13 @@ class ConvKernel final : public CpuKernel {
   const bool fused_;
   const bool weights_constant_;
   std::map<std::vector<int64_t>, std::unique_ptr<Prepared>> cache_;
-  // Weights in each layout a cached primitive asked for, and the storage they were packed from.
+  // Weights in each layout a cached primitive asked for, and the storage they were packed from: constant
+  // weights in the process-wide shared copy, others in the kernel's own.
   struct Packed {
     memory::desc desc;
     memory mem;
     const void* from = nullptr;
+    std::shared_ptr<const memory> shared;
   };
   std::vector<Packed> packed_;
   std::optional<dnnl::stream> stream_;
@@ -201,23 +203,27 @@ Expected<ConvKernel::Prepared*> ConvKernel::Prepare(const KernelContext& ctx, co
   return cache_.emplace(std::move(key), std::move(p)).first->second.get();
 }
 
-memory& ConvKernel::PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s) {
+memory ConvKernel::PackedWeights(const Prepared& p, const Tensor& w, dnnl::stream& s) {
   Packed* slot = nullptr;
   for (Packed& k : packed_) {
     if (k.desc == p.weights) slot = &k;
   }
   if (!slot) {
-    packed_.push_back(Packed{p.weights, memory(p.weights, Engine()), nullptr});
+    packed_.push_back(Packed{p.weights, weights_constant_ ? memory() : memory(p.weights, Engine()), nullptr, nullptr});
     slot = &packed_.back();
   }
-  // Constant weights never change for a node; their storage is checked anyway so that a kernel handed
-  // other weights repacks instead of silently using stale ones.
-  if (!weights_constant_ || slot->from != w.raw_data()) {
-    memory user = Wrap(p.weights_user, w);
-    dnnl::reorder(user, slot->mem).execute(s, user, slot->mem);
-    s.wait();
-    slot->from = w.raw_data();
+  if (weights_constant_) {
+    if (!slot->shared || slot->from != w.raw_data()) {
+      slot->shared = SharedPackedWeights(w, p.weights_user, p.weights);
+      slot->from = w.raw_data();
+    }
+    return *slot->shared;
   }
+  // Weights that are graph inputs may change from run to run: packed again every time.
+  memory user = Wrap(p.weights_user, w);
+  dnnl::reorder(user, slot->mem).execute(s, user, slot->mem);
+  s.wait();
+  slot->from = w.raw_data();
   return slot->mem;
 }
 
@@ -266,7 +272,7 @@ Status ConvKernel::RunImpl(KernelContext& ctx) {
   KILN_ASSIGN_OR_RETURN(Prepared * p, Prepare(ctx, xs, w, b != nullptr, z != nullptr, g, group));
   if (!stream_) stream_.emplace(Engine());
   dnnl::stream& s = *stream_;
-  memory& packed = PackedWeights(*p, w, s);
+  memory packed = PackedWeights(*p, w, s);
   KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_sizes));
   memory y_mem = Wrap(p->dst_user, y->raw_data());
   memory dst = p->dst_out ? p->dst_buf : y_mem;

@@ -93,8 +93,8 @@ class MatMulKernel final : public CpuKernel {
   struct Prepared {
     dnnl::matmul matmul;
     memory::desc src, weights_user, weights, dst, bias;
-    std::optional<dnnl::reorder> pack;  // weights_user -> weights, run once for constant weights
-    memory packed;
+    bool pack = false;                             // constant weights, in the process-wide shared copy
+    std::shared_ptr<const memory> packed;
     std::optional<dnnl::reorder> src_in;  // BF16: A -> src_buf
     memory src_buf;
     const void* packed_from = nullptr;
@@ -191,10 +191,7 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
     const dnnl::matmul::primitive_desc pd(desc, attr, Engine());
     p->matmul = dnnl::matmul(pd);
     p->weights = pd.weights_desc();
-    if (pack) {
-      p->packed = memory(p->weights, Engine());
-      p->pack = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->weights_user, Engine(), p->weights));
-    }
+    p->pack = pack;
     if (bf16_) {
       p->src_buf = memory(src_bf16, Engine());
       p->src_in = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->src, Engine(), src_bf16));
@@ -206,11 +203,11 @@ Status MatMulKernel::RunImpl(KernelContext& ctx) {
   dnnl::stream& s = *stream_;
   memory weights = Wrap(p.weights_user, b);
   if (p.pack) {
-    if (p.packed_from != b.raw_data()) {
-      p.pack->execute(s, weights, p.packed);
+    if (!p.packed || p.packed_from != b.raw_data()) {
+      p.packed = SharedPackedWeights(b, p.weights_user, p.weights);
       p.packed_from = b.raw_data();
     }
-    weights = p.packed;
+    weights = *p.packed;
   }
   KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_sizes));
   if (addend) FillAddend(*y, c, beta, r);

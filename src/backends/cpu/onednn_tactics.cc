@@ -3,6 +3,7 @@
 #include <dnnl.hpp>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/onednn_common.h"
 #include "backends/cpu/onednn_kernels.h"
 
 namespace kiln::cpu {
@@ -39,6 +40,8 @@ void SetKernelThreads(int threads) {
   static const auto set = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
   if (set && threads > 0) set(threads);
 }
+
+size_t LivePackedWeightBytes() { return onednn::LivePackedBytes(); }
 
 bool HaveBf16() {
   static const bool have = dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core_bf16;

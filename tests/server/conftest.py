@@ -7,6 +7,7 @@ import pathlib
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -251,3 +252,43 @@ def random_pair(batch, width=4, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((batch, width)).astype(np.float32),
             rng.standard_normal((batch, width)).astype(np.float32))
+
+
+def concurrent_addmul_requests(server, client_module, url):
+    """12 threads of 4 batch-1 addmul requests each through `client_module` (tritonclient.http or .grpc)
+    at `url`; asserts every product, and returns (inferences, executions) that the server's metrics
+    counted meanwhile, so a test can check that requests were merged into fewer executions."""
+    before = server.metrics()
+    n_before = metric_value(before, "nv_inference_count", model="addmul", version="1")
+    e_before = metric_value(before, "nv_inference_exec_count", model="addmul", version="1")
+    errors = []
+
+    def worker(seed):
+        c = client_module.InferenceServerClient(url)
+        try:
+            for i in range(4):
+                x, y = random_pair(1, seed=seed * 10 + i)
+                r = c.infer("addmul", addmul_inputs(client_module, x, y))
+                if not np.allclose(r.as_numpy("prod"), x * y):
+                    errors.append("wrong result")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    after = server.metrics()
+    return (metric_value(after, "nv_inference_count", model="addmul", version="1") - n_before,
+            metric_value(after, "nv_inference_exec_count", model="addmul", version="1") - e_before)
+
+
+def explicit_control_repository(root):
+    """addmul (with ADDMUL_CONFIG) and scale under `root`, for the explicit load/unload tests."""
+    _save(addmul_model(), root / "addmul" / "1" / "model.onnx")
+    (root / "addmul" / "config.pbtxt").write_text(ADDMUL_CONFIG)
+    _save(scale_model(), root / "scale" / "1" / "model.onnx")

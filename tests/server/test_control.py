@@ -11,15 +11,13 @@ import time
 import numpy as np
 import tritonclient.http as httpclient
 
-from conftest import (ADDMUL_CONFIG, SLOWQ_CONFIG, Server, _save, addmul_inputs, addmul_json, addmul_model,
-                      kiln_binary, random_pair, scale_model, wait_for)
+from conftest import (SLOWQ_CONFIG, Server, _save, addmul_inputs, addmul_json, addmul_model,
+                      explicit_control_repository, kiln_binary, random_pair, scale_model, wait_for)
 
 
 def test_explicit_load_and_unload(tmp_path):
     root = tmp_path / "models"
-    _save(addmul_model(), root / "addmul" / "1" / "model.onnx")
-    (root / "addmul" / "config.pbtxt").write_text(ADDMUL_CONFIG)
-    _save(scale_model(), root / "scale" / "1" / "model.onnx")
+    explicit_control_repository(root)
     server = Server(root, "--model-control-mode", "explicit", "--load-model", "scale")
     try:
         client = httpclient.InferenceServerClient(server.url)

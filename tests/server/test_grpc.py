@@ -10,8 +10,8 @@ import grpc  # noqa: E402  (comes with tritonclient[grpc])
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import conftest  # noqa: E402
-from conftest import (ADDMUL_CONFIG, Server, _save, addmul_model, metric_value,  # noqa: E402
-                      random_pair, scale_model, write_repository)
+from conftest import (Server, concurrent_addmul_requests, explicit_control_repository,  # noqa: E402
+                      random_pair, write_repository)
 
 
 def start(root, *args):
@@ -142,33 +142,7 @@ def test_errors_map_to_grpc_codes(client):
 
 
 def test_concurrent_requests_are_batched_and_counted(gserver, client):
-    before = gserver.metrics()
-    n_before = metric_value(before, "nv_inference_count", model="addmul", version="1")
-    e_before = metric_value(before, "nv_inference_exec_count", model="addmul", version="1")
-    errors = []
-
-    def worker(seed):
-        c = grpcclient.InferenceServerClient(gserver.grpc_url)
-        try:
-            for i in range(4):
-                x, y = random_pair(1, seed=seed * 10 + i)
-                r = c.infer("addmul", addmul_inputs(x, y))
-                if not np.allclose(r.as_numpy("prod"), x * y):
-                    errors.append("wrong result")
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(repr(e))
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    after = gserver.metrics()
-    count = metric_value(after, "nv_inference_count", model="addmul", version="1") - n_before
-    execs = metric_value(after, "nv_inference_exec_count", model="addmul", version="1") - e_before
+    count, execs = concurrent_addmul_requests(gserver, grpcclient, gserver.grpc_url)
     assert count == 48
     assert execs < count
     stats = client.get_inference_statistics("addmul")
@@ -179,9 +153,7 @@ def test_concurrent_requests_are_batched_and_counted(gserver, client):
 
 def test_explicit_load_and_unload(tmp_path):
     root = tmp_path / "models"
-    _save(addmul_model(), root / "addmul" / "1" / "model.onnx")
-    (root / "addmul" / "config.pbtxt").write_text(ADDMUL_CONFIG)
-    _save(scale_model(), root / "scale" / "1" / "model.onnx")
+    explicit_control_repository(root)
     server = start(root, "--model-control-mode", "explicit", "--load-model", "scale")
     try:
         client = grpcclient.InferenceServerClient(server.grpc_url)

@@ -8,7 +8,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import addmul_inputs, addmul_json, metric_value, random_pair
+from conftest import addmul_inputs, addmul_json, concurrent_addmul_requests, metric_value, random_pair
 
 
 @pytest.fixture(scope="module")
@@ -154,35 +154,10 @@ def test_unknown_model_through_tritonclient(client):
 
 
 def test_concurrent_requests_are_batched(server):
-    before = server.metrics()
-    n_before = metric_value(before, "nv_inference_count", model="addmul", version="1")
-    e_before = metric_value(before, "nv_inference_exec_count", model="addmul", version="1")
-    errors = []
-
-    def worker(seed):
-        c = httpclient.InferenceServerClient(server.url)
-        try:
-            for i in range(4):
-                x, y = random_pair(1, seed=seed * 10 + i)
-                r = infer_addmul(c, x, y)
-                if not np.allclose(r.as_numpy("prod"), x * y):
-                    errors.append("wrong result")
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(repr(e))
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    after = server.metrics()
-    count = metric_value(after, "nv_inference_count", model="addmul", version="1") - n_before
-    execs = metric_value(after, "nv_inference_exec_count", model="addmul", version="1") - e_before
+    count, execs = concurrent_addmul_requests(server, httpclient, server.url)
     assert count == 48
     assert execs < count, (execs, count)
+    after = server.metrics()
     assert metric_value(after, "nv_inference_request_success", model="addmul", version="1") >= 48
     assert metric_value(after, "nv_inference_queue_duration_us", model="addmul", version="1") > 0
     assert "nv_cpu_utilization " in after

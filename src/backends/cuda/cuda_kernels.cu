@@ -172,27 +172,33 @@ __global__ void ConvertKernel(const S* src, bool src_nhwc, D* dst, bool dst_nhwc
   }
 }
 
+// The (batch, channel, row, column) of element i of an [N, C, OH, OW] output stored NCHW or NHWC.
+template <typename I>
+__device__ __forceinline__ void OutputCoords(I i, bool nhwc, I C, I OH, I OW, I& ni, I& ci, I& oy, I& ox) {
+  if (nhwc) {
+    ci = i % C;
+    I r = i / C;
+    ox = r % OW;
+    r /= OW;
+    oy = r % OH;
+    ni = r / OH;
+  } else {
+    ox = i % OW;
+    I r = i / OW;
+    oy = r % OH;
+    r /= OH;
+    ci = r % C;
+    ni = r / C;
+  }
+}
+
 template <typename T, typename I>
 __global__ void PoolKernel(const T* x, T* y, bool nhwc, PoolGeometry g, I total) {
   const I C = static_cast<I>(g.c), OW = static_cast<I>(g.ow), OH = static_cast<I>(g.oh);
   const I H = static_cast<I>(g.h), W = static_cast<I>(g.w);
   KILN_GRID_LOOP(i, total) {
     I ni, ci, oy, ox;
-    if (nhwc) {
-      ci = i % C;
-      I r = i / C;
-      ox = r % OW;
-      r /= OW;
-      oy = r % OH;
-      ni = r / OH;
-    } else {
-      ox = i % OW;
-      I r = i / OW;
-      oy = r % OH;
-      r /= OH;
-      ci = r % C;
-      ni = r / C;
-    }
+    OutputCoords(i, nhwc, C, OH, OW, ni, ci, oy, ox);
     float acc = g.max ? -FLT_MAX : 0.f;
     bool any = false;
     int count = 0;
@@ -277,21 +283,7 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
   const I H = static_cast<I>(g.h), W = static_cast<I>(g.w);
   KILN_GRID_LOOP(i, total) {
     I ni, ci, oy, ox;
-    if (nhwc) {
-      ci = i % C;
-      I r = i / C;
-      ox = r % OW;
-      r /= OW;
-      oy = r % OH;
-      ni = r / OH;
-    } else {
-      ox = i % OW;
-      I r = i / OW;
-      oy = r % OH;
-      r /= OH;
-      ci = r % C;
-      ni = r / C;
-    }
+    OutputCoords(i, nhwc, C, OH, OW, ni, ci, oy, ox);
     float acc = 0.f;
     const T* wc = w + ci * (g.kh * g.kw);
     for (int ky = 0; ky < g.kh; ++ky) {

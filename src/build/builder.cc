@@ -184,9 +184,9 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
   });
   // BF16 layers need the BF16 instructions they were timed with (oneDNN would emulate them slowly or not
   // at all elsewhere): the plan requires the feature, and loading it on a CPU without refuses it.
-  const bool any_bf16 = std::any_of(plan.layers.begin(), plan.layers.end(),
-                                    [](const plan::LayerChoice& l) { return l.precision == "bf16"; });
-  if (!gpu && any_bf16) {
+  const auto bf16_layers = std::count_if(plan.layers.begin(), plan.layers.end(),
+                                         [](const plan::LayerChoice& l) { return l.precision == "bf16"; });
+  if (!gpu && bf16_layers > 0) {
     const auto& have = plan.target.cpu_features;
     for (const char* f : {"avx512_bf16", "amx_bf16"}) {
       if (std::find(have.begin(), have.end(), f) != have.end()) {
@@ -196,9 +196,7 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
     }
   }
   if (!gpu && options.precision == Precision::kBf16) {
-    const auto bf16 = std::count_if(plan.layers.begin(), plan.layers.end(),
-                                    [](const plan::LayerChoice& l) { return l.precision == "bf16"; });
-    Progress(options, std::to_string(bf16) + " of " + std::to_string(plan.layers.size()) + " layers run in bf16" +
+    Progress(options, std::to_string(bf16_layers) + " of " + std::to_string(plan.layers.size()) + " layers run in bf16" +
                           (cpu::HaveBf16() ? "" : " (this CPU has no BF16 instructions)"));
   } else if (!gpu && options.precision != Precision::kFp32) {
     Progress(options, std::string("no ") + PrecisionName(options.precision) +

@@ -7,12 +7,19 @@ for both and Kiln's speed-up (latency at batch 1, throughput at larger batches),
 agree on the outputs, and appends rows to --csv.
 
     .venv/bin/python bench/cpu_vs_onnxruntime.py [--models resnet50,mobilenet_v2,vgg16,bert,ssd_mobilenet]
-        [--batches 1,16] [--threads N] [--duration 3] [--seq 128] [--precision fp32|bf16]
+        [--batches 1,16] [--threads N] [--duration 3] [--seq 128] [--precision fp32|bf16|int8]
         [--csv bench/cpu_results.csv]
 
 --precision bf16 builds Kiln's engines with BF16 tactics allowed (CPUs with BF16 instructions); onnxruntime
 stays FP32, so the speed-up is then BF16 Kiln against FP32 onnxruntime and the output difference shows
 what the rounding costs.
+
+--precision int8 quantizes each model first with onnxruntime's own tool (python/kiln_models/quantize.py:
+QDQ form, u8 activations, i8 per-channel weights, min/max calibration on 16 inputs: the ImageNet images
+of ../shared/data/imagenet-sample when present) and Kiln builds that QDQ model (its fuse_qdq pass makes the 8-bit layers).
+The speed-up is INT8 Kiln against FP32 onnxruntime on the original model (the issue's target); the
+INT8 onnxruntime column runs the same QDQ model in onnxruntime, and the output difference is against it.
+Transformer models are skipped in int8 (no 8-bit MatMul yet).
 
 Models come from python/kiln_models/zoo.py (written to models/zoo/ if missing; BERT-base: 12 layers,
 hidden 768). The FLOP count per sample is printed so the distance from the machine's peak can be judged.
@@ -36,7 +43,7 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--seq", type=int, default=128, help="BERT sequence length")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     ap.add_argument("--csv", default=os.path.join(ROOT, "bench", "cpu_results.csv"))
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     return ap.parse_args()
@@ -60,6 +67,19 @@ def model_path(name):
     if not os.path.exists(path):
         subprocess.run([sys.executable, "-m", "kiln_models.zoo", os.path.dirname(path), "--models", name],
                        check=True, env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python")))
+    return path
+
+
+def int8_model_path(name, fp32_path, input_name, shape):
+    """The QDQ INT8 form of a zoo model, made once by onnxruntime's quantizer (models/zoo/NAME.int8.onnx)."""
+    from kiln_models.quantize import quantize_qdq
+
+    path = os.path.join(ROOT, "models", "zoo", f"{name}.int8.onnx")
+    if not os.path.exists(path):
+        images = os.path.join(ROOT, "..", "shared", "data", "imagenet-sample", "images")
+        print(f"quantizing {name} with onnxruntime (QDQ) ...", flush=True)
+        quantize_qdq(fp32_path, path, input_name, [1] + list(shape[1:]), samples=16,
+                     images=images if os.path.isdir(images) else None)
     return path
 
 
@@ -148,9 +168,13 @@ def main():
         pass
     print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}  {cpu}, {args.threads} threads, "
           f"onnxruntime {ort.__version__}, Kiln {args.precision}")
+    int8 = args.precision == "int8"
     print(f"{'model':<15}{'batch':>6} {'kiln ms':>10} {'ort ms':>10} {'kiln /s':>10} {'ort /s':>10} "
-          f"{'speed-up':>9} {'GFLOP/s kiln':>13} {'max rel diff':>13}")
+          f"{'speed-up':>9} {'GFLOP/s kiln':>13} {'max rel diff':>13}" + (f" {'ort int8 /s':>12}" if int8 else ""))
     for name in args.models.split(","):
+        if int8 and name == "bert":
+            print(f"{name:<15} skipped in int8 (no 8-bit MatMul yet)")
+            continue
         path = model_path(name)
         model = onnx.load(path, load_external_data=False)
         so = ort.SessionOptions()
@@ -160,21 +184,29 @@ def main():
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         for batch in batches:
             feeds, shapes = feeds_for(model, batch, args.seq, rng)
+            kiln_path, int8_sess = path, None
+            if int8:
+                first = next(iter(feeds))
+                kiln_path = int8_model_path(name, path, first, feeds[first].shape)
+                int8_sess = ort.InferenceSession(kiln_path, so, providers=["CPUExecutionProvider"])
             t0 = time.perf_counter()
-            engine = kiln.build(path, shapes=shapes, precision=args.precision)
+            engine = kiln.build(str(kiln_path), shapes=shapes, precision="fp32" if int8 else args.precision)
             build_s = time.perf_counter() - t0
             ctx = engine.create_context()
             got = ctx.run(feeds)
-            want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+            ref = int8_sess or sess
+            want = dict(zip([o.name for o in ref.get_outputs()], ref.run(None, feeds)))
             diff = max(float(np.max(np.abs(got[k] - want[k])) / (np.max(np.abs(want[k])) + 1e-12)) for k in want)
             k = time_runs(lambda: ctx.run(feeds), args.duration)
             o = time_runs(lambda: sess.run(None, feeds), args.duration)
+            q = time_runs(lambda: int8_sess.run(None, feeds), args.duration) if int8_sess else None
             kt, ot = batch * 1e3 / k["mean"], batch * 1e3 / o["mean"]
             speedup = (o["median"] / k["median"]) if batch == 1 else (kt / ot)
             flops = conv_gemm_flops(model, feeds)
             gflops = flops * batch / (k["median"] * 1e-3) / 1e9
             print(f"{name:<15}{batch:>6} {k['median']:>10.2f} {o['median']:>10.2f} {kt:>10.1f} {ot:>10.1f} "
-                  f"{speedup:>8.2f}x {gflops:>13.1f} {diff:>13.2e}", flush=True)
+                  f"{speedup:>8.2f}x {gflops:>13.1f} {diff:>13.2e}" +
+                  (f" {batch * 1e3 / q['mean']:>12.1f}" if q else ""), flush=True)
             rows.append({"date": datetime.date.today().isoformat(), "cpu": cpu, "threads": args.threads,
                          "precision": args.precision,
                          "model": name, "batch": batch, "kiln_median_ms": round(k["median"], 3),
@@ -182,6 +214,7 @@ def main():
                          "ort_p99_ms": round(o["p99"], 3), "kiln_per_s": round(kt, 2), "ort_per_s": round(ot, 2),
                          "speedup": round(speedup, 3), "gflop_per_sample": round(flops / 1e9, 3),
                          "kiln_gflops": round(gflops, 1), "max_rel_diff": diff, "kiln_build_s": round(build_s, 2),
+                         "ort_int8_per_s": round(batch * 1e3 / q["mean"], 2) if q else "",
                          "tactics": ",".join(sorted({layer["tactic"] for layer in engine.layers}))})
     if args.csv:
         new = not os.path.exists(args.csv)

@@ -61,7 +61,9 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
   for (size_t i = 0; i < schedule.size(); ++i) {
     const Node& node = *schedule[i];
     std::vector<cpu::CpuTactic> candidates = cpu::CpuTacticsFor(node);
-    std::erase_if(candidates, [&](const cpu::CpuTactic& c) { return c.precision != "fp32" && !options.allow_bf16; });
+    // BF16 tactics round FP32 layers: only when the build asks. INT8 ones run layers the model itself
+    // quantized (kiln.QConv, Q/DQ), so they are always candidates.
+    std::erase_if(candidates, [&](const cpu::CpuTactic& c) { return c.precision == "bf16" && !options.allow_bf16; });
     if (candidates.empty()) continue;
     if (options.progress && (timed_layers++ % 8 == 0)) {
       options.progress("choosing tactics: timing layer " + std::to_string(i + 1) + "/" +

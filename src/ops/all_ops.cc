@@ -14,6 +14,7 @@ void RegisterAllOps(OpRegistry& r) {
   RegisterDetectionQuantOps(r);
   RegisterFusedOps(r);
   RegisterChannelsLastOps(r);
+  RegisterQuantizedOps(r);
 }
 
 }  // namespace kiln

@@ -14,6 +14,7 @@ void RegisterSequenceOps(OpRegistry& r);      // rnn.cc: LSTM, GRU, RNN
 void RegisterDetectionQuantOps(OpRegistry& r);  // nms.cc, quant.cc: NonMaxSuppression, Q/DQ
 void RegisterFusedOps(OpRegistry& r);         // fused.cc: kiln.FusedConv, kiln.FusedGemm, kiln.Swish, ...
 void RegisterChannelsLastOps(OpRegistry& r);  // channels_last.cc: kiln.ConvNhwc, kiln.PoolNhwc
+void RegisterQuantizedOps(OpRegistry& r);     // quantized.cc: kiln.QConv, kiln.QAdd
 
 // Registers every group, in the order above.
 void RegisterAllOps(OpRegistry& r);

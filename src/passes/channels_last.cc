@@ -3,7 +3,9 @@
 // docs/PERFORMANCE.md). Run by the builder for CPU plans, after the optimizer's pipeline.
 //
 // Every Conv, kiln.FusedConv and pool over two spatial dims that the backend has an NHWC kernel for
-// becomes kiln.ConvNhwc / kiln.PoolNhwc (src/ops/channels_last.cc); so does an inference
+// becomes kiln.ConvNhwc / kiln.PoolNhwc (src/ops/channels_last.cc), and a kiln.QConv gets `channels_last`
+// (8-bit convolutions; per-tensor QuantizeLinear / DequantizeLinear and kiln.QAdd count as element-wise,
+// so a quantized network stays NHWC and 8-bit from layer to layer); so does an inference
 // BatchNormalization that no convolution absorbed (DenseNet's pre-activations), as a depthwise 1x1
 // convolution with its ReLU fused. Layout-agnostic ops take the layout of their neighbours: values
 // joined through an element-wise op (rank-4 inputs, broadcasting included, and constants, which are
@@ -33,7 +35,7 @@ const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};  // NCHW -> NHWC
 bool IsRank4(const Value* v) { return v && v->shape() && v->shape()->rank() == 4; }
 
 // (If-chains and lists rather than switches over OpKind: a few ops each, every other op is not one.)
-bool IsConv(OpKind op) { return op == OpKind::kConv || op == OpKind::kFusedConv; }
+bool IsConv(OpKind op) { return op == OpKind::kConv || op == OpKind::kFusedConv || op == OpKind::kQConv; }
 bool IsPool(OpKind op) {
   return op == OpKind::kMaxPool || op == OpKind::kAveragePool || op == OpKind::kGlobalAveragePool ||
          op == OpKind::kGlobalMaxPool;
@@ -43,6 +45,7 @@ bool IsChannelsLastCandidate(const Node* n, const std::function<bool(const Node&
   if (!IsConv(n->op()) && !IsPool(n->op())) return false;
   if (!IsRank4(n->input(0)) || n->input(0)->is_constant() || !IsRank4(n->output(0))) return false;
   if (n->num_outputs() > 1 && n->output(1)) return false;  // MaxPool's Indices
+  if (n->op() == OpKind::kQConv && n->attrs().GetInt("channels_last", 0) != 0) return false;  // already NHWC
   if (const Value* z = n->op() == OpKind::kFusedConv ? n->input(3) : nullptr; z && (!IsRank4(z) || z->is_constant())) {
     return false;
   }
@@ -58,7 +61,8 @@ bool IsElementwise(OpKind op) {
       OpKind::kIdentity,    OpKind::kCast,      OpKind::kRelu,       OpKind::kLeakyRelu, OpKind::kSigmoid,
       OpKind::kTanh,        OpKind::kHardSigmoid, OpKind::kHardSwish, OpKind::kElu,     OpKind::kSelu,
       OpKind::kCelu,        OpKind::kGelu,      OpKind::kClip,       OpKind::kSoftplus, OpKind::kSoftsign,
-      OpKind::kMish,        OpKind::kThresholdedRelu, OpKind::kSwish};
+      OpKind::kMish,        OpKind::kThresholdedRelu, OpKind::kSwish,   OpKind::kQAdd,
+      OpKind::kQuantizeLinear, OpKind::kDequantizeLinear};
   return std::find(std::begin(kOps), std::end(kOps), op) != std::end(kOps);
 }
 
@@ -80,6 +84,12 @@ bool IsLayoutAgnostic(const Node* n) {
     return IsRank4(n->input(0)) && !n->input(0)->is_constant() && (!n->input(1) || n->input(1)->is_constant());
   }
   if (!IsElementwise(n->op()) || n->num_outputs() != 1) return false;
+  if (n->op() == OpKind::kQuantizeLinear || n->op() == OpKind::kDequantizeLinear) {
+    // Per tensor only: a per-axis scale names an axis (and is not broadcast like an operand).
+    for (size_t i = 1; i < n->num_inputs(); ++i) {
+      if (n->input(i) && (!n->input(i)->is_constant() || n->input(i)->constant()->numel() != 1)) return false;
+    }
+  }
   bool any = false;
   for (const Value* v : n->inputs()) {
     if (!v) continue;
@@ -99,7 +109,9 @@ std::vector<size_t> ActivationInputs(const Node* n) {
   for (size_t i = 0; i < n->num_inputs(); ++i) {
     const Value* v = n->input(i);
     if (!v || v->is_constant()) continue;
-    if (IsConv(n->op())) {
+    if (n->op() == OpKind::kQConv) {
+      if (i == 0) out.push_back(i);  // X; not the parameters
+    } else if (IsConv(n->op())) {
       if (i == 0 || i == 3) out.push_back(i);  // X and the residual Z; not W or B
     } else if (IsPool(n->op()) || n->op() == OpKind::kSplit) {
       if (i == 0) out.push_back(i);  // not the split sizes
@@ -263,7 +275,9 @@ Status ChannelsLast(Graph& g, PassReport& report, const std::function<bool(const
     }
     Attributes attrs = n->attrs();
     OpKind op = n->op();
-    if (op == OpKind::kConv || op == OpKind::kFusedConv) {
+    if (op == OpKind::kQConv) {
+      attrs.Set("channels_last", int64_t{1});  // the same op, told its X and Y are NHWC
+    } else if (op == OpKind::kConv || op == OpKind::kFusedConv) {
       op = OpKind::kConvNhwc;
     } else if (op == OpKind::kConcat || op == OpKind::kSplit) {
       int64_t axis = attrs.GetInt("axis", 0);

@@ -70,6 +70,7 @@ inline size_t CountLayers(const Graph& graph) { return graph.num_nodes(); }
 // The passes, in pipeline order (each in src/passes/<file>.cc).
 Status ConstantFolding(Graph& graph, PassReport& report);
 Status Elimination(Graph& graph, PassReport& report);
+Status FuseQdq(Graph& graph, PassReport& report);
 Status FuseDecomposed(Graph& graph, PassReport& report);
 Status FoldIntoConv(Graph& graph, PassReport& report);
 Status FuseAttention(Graph& graph, PassReport& report);

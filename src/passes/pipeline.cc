@@ -8,6 +8,8 @@ const std::vector<PassInfo>& OptimizerPasses() {
        "computes nodes whose inputs are all constant, static dims of shape sub-graphs, Reshape targets"},
       {"elimination", Elimination,
        "removes Identity, Dropout, no-op Reshape/Transpose/Cast, cancelling Transposes, duplicates, dead nodes"},
+      {"fuse_qdq", FuseQdq,
+       "DQ -> Conv/Add/MaxPool -> Q brackets of quantized models into 8-bit kiln.QConv / kiln.QAdd / MaxPool"},
       {"fuse_decomposed", FuseDecomposed,
        "rebuilds Gelu, LayerNormalization, Swish and HardSwish from their decomposed forms"},
       {"fold_into_conv", FoldIntoConv,

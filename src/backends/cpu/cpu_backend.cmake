@@ -21,8 +21,13 @@ if(KILN_HAVE_ONEDNN)
     target_include_directories(kiln_onednn INTERFACE ${KILN_ONEDNN_INCLUDE_DIR})
     target_link_libraries(kiln_onednn INTERFACE ${KILN_ONEDNN_LIBRARY})
   endif()
-  file(GLOB KILN_ONEDNN_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/onednn_*.cc)
+  # onednn_*.cc: tactics on oneDNN primitives; kiln_*.cc: Kiln's own kernels that sit among them.
+  file(GLOB KILN_ONEDNN_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/onednn_*.cc
+       ${CMAKE_CURRENT_LIST_DIR}/kiln_*.cc)
   target_sources(kiln PRIVATE ${KILN_ONEDNN_SOURCES})
+  # The 8-bit element-wise kernels must not fuse a multiply and an add into one FMA: they compute the
+  # reference kernels' float operations exactly (GCC contracts vector intrinsics by default).
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kiln_qeltwise.cc PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
   # PUBLIC: `kiln` is a static library, so whatever links it needs libdnnl too.
   target_link_libraries(kiln PUBLIC kiln_onednn)
   target_compile_definitions(kiln PRIVATE KILN_HAVE_ONEDNN=1)

@@ -33,7 +33,8 @@ struct CpuTactic {
   std::string name;
   std::function<std::unique_ptr<CpuKernel>()> create;
   // "fp32", or "bf16" for tactics that round inputs and weights to bfloat16 (FP32 accumulation, FP32
-  // outputs): offered only where the CPU has BF16 instructions, chosen only when the build asks for bf16.
+  // outputs): offered only where the CPU has BF16 instructions, chosen only when the build asks for bf16;
+  // "int8" for the kernels of layers the model quantized itself (always candidates).
   std::string precision = "fp32";
 };
 

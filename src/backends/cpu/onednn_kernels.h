@@ -33,4 +33,13 @@ std::vector<CpuTactic> LayerNormTactics(const Node& node);
 // the last dim stays last, "kiln.transpose_rows" (row copies).
 std::vector<CpuTactic> TransposeTactics(const Node& node);
 
+// kiln.QConv (2-D, i8 weights with zero points 0, constant scales): "onednn.qconv" (onednn_qconv.cc).
+// HasNhwcQConv: whether it has one (and so may be made channels-last).
+std::vector<CpuTactic> QConvTactics(const Node& node);
+bool HasNhwcQConv(const Node& node);
+
+// Per-tensor QuantizeLinear / DequantizeLinear and same-shape kiln.QAdd: "kiln.quantize",
+// "kiln.dequantize", "kiln.qadd" (kiln_qeltwise.cc: Kiln's own loops, not oneDNN's).
+std::vector<CpuTactic> QuantEltwiseTactics(const Node& node);
+
 }  // namespace kiln::cpu::onednn

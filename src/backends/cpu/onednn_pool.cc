@@ -1,6 +1,7 @@
 // Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and Softmax / LogSoftmax over the
 // last axis on oneDNN primitives, with Kiln's plain layouts at the boundary, or NHWC for kiln.PoolNhwc
-// ("onednn.pool_nhwc"). Primitives are cached per input shape. Declined: MaxPool's Indices output, dilated windows, ranks outside 3..5 (pools) or 1..6
+// ("onednn.pool_nhwc"). f32, and u8 / i8 for the max pools (quantized models: the max of 8-bit values is
+// exact). Primitives are cached per input shape. Declined: MaxPool's Indices output, dilated windows, ranks outside 3..5 (pools) or 1..6
 // (softmax), softmax over any axis but the last.
 #include <map>
 #include <memory>
@@ -19,10 +20,19 @@ using dnnl::memory;
 constexpr size_t kMaxCachedShapes = 16;
 
 bool IsGlobal(OpKind op) { return op == OpKind::kGlobalAveragePool || op == OpKind::kGlobalMaxPool; }
+bool IsMax(OpKind op) { return op == OpKind::kMaxPool || op == OpKind::kGlobalMaxPool; }
+bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
+
+// The pool a node computes: its op, or for kiln.PoolNhwc the one its `pool` attribute names.
+std::optional<OpKind> PoolOf(const Node& node) {
+  if (node.op() != OpKind::kPoolNhwc) return node.op();
+  return OpKindFromName(node.attrs().GetString("pool", ""));
+}
 
 std::string WhyNotPool(const Node& node) {
   const Value* x = node.input(0);
-  if (!IsF32(x)) return "X must be f32";
+  const std::optional<OpKind> op = PoolOf(node);
+  if (!x || (!IsF32(x) && !(Is8Bit(x->dtype()) && op && IsMax(*op)))) return "X must be f32 (or 8-bit for max pools)";
   if (!x->shape() || x->shape()->rank() < 3 || x->shape()->rank() > 5) return "1-D to 3-D pools only";
   if (!node.output(0)) return "Y must be requested";
   if (node.num_outputs() > 1 && node.output(1)) return "MaxPool's Indices output is not produced";
@@ -30,12 +40,6 @@ std::string WhyNotPool(const Node& node) {
     if (d != 1) return "dilated windows";
   }
   return "";
-}
-
-// The pool a node computes: its op, or for kiln.PoolNhwc the one its `pool` attribute names.
-std::optional<OpKind> PoolOf(const Node& node) {
-  if (node.op() != OpKind::kPoolNhwc) return node.op();
-  return OpKindFromName(node.attrs().GetString("pool", ""));
 }
 
 class PoolKernel final : public CpuKernel {
@@ -62,9 +66,13 @@ class PoolKernel final : public CpuKernel {
 Status PoolKernel::RunImpl(KernelContext& ctx) {
   KILN_RETURN_IF_ERROR(RequireInputs(ctx, 1));
   const Tensor& x = *ctx.input(0);
-  if (x.dtype() != DType::kFloat32 || x.rank() < 3 || x.rank() > 5) {
-    return InvalidArgument("onednn.pool needs an f32 input of rank 3 to 5, got " + x.Description());
+  if ((x.dtype() != DType::kFloat32 && !(Is8Bit(x.dtype()) && IsMax(op_))) || x.rank() < 3 || x.rank() > 5) {
+    return InvalidArgument("onednn.pool needs an f32 (max pools: or 8-bit) input of rank 3 to 5, got " +
+                           x.Description());
   }
+  const memory::data_type dt = x.dtype() == DType::kFloat32 ? memory::data_type::f32
+                               : x.dtype() == DType::kUInt8 ? memory::data_type::u8
+                                                            : memory::data_type::s8;
   if (ctx.num_outputs() > 1 && ctx.output_requested(1)) return InvalidArgument("onednn.pool has no Indices output");
   if (nhwc_ && x.rank() != 4) return InvalidArgument("onednn.pool_nhwc needs a rank-4 input, got " + x.Description());
   // X's sizes in NCHW order (oneDNN's dims are logical; the memory format says the layout).
@@ -98,8 +106,13 @@ Status PoolKernel::RunImpl(KernelContext& ctx) {
     if (cache_.size() >= kMaxCachedShapes) cache_.clear();
     auto p = std::make_unique<Prepared>();
     p->y_sizes = y_sizes;
-    p->src = nhwc_ ? memory::desc(xs, memory::data_type::f32, memory::format_tag::nhwc) : PlainDesc(xs);
-    p->dst = nhwc_ ? memory::desc(y_sizes, memory::data_type::f32, memory::format_tag::nhwc) : PlainDesc(y_sizes);
+    auto plain = [dt](const std::vector<int64_t>& sizes) {
+      memory::dims strides(sizes.size(), 1);
+      for (size_t i = sizes.size(); i-- > 1;) strides[i - 1] = strides[i] * sizes[i];
+      return memory::desc(sizes, dt, strides);
+    };
+    p->src = nhwc_ ? memory::desc(xs, dt, memory::format_tag::nhwc) : plain(xs);
+    p->dst = nhwc_ ? memory::desc(y_sizes, dt, memory::format_tag::nhwc) : plain(y_sizes);
     memory::dims strides, kernel, pad_l, pad_r;
     for (size_t d = 0; d < spatial.size(); ++d) {
       strides.push_back(g.strides[d]);
@@ -122,7 +135,7 @@ Status PoolKernel::RunImpl(KernelContext& ctx) {
   }
   Prepared& p = *it->second;
   if (!stream_) stream_.emplace(Engine());
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, y_stored));
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, x.dtype(), y_stored));
   std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Wrap(p.src, x)}, {DNNL_ARG_DST, Wrap(p.dst, y->raw_data())}};
   if (p.workspace) args.emplace(DNNL_ARG_WORKSPACE, p.workspace);
   p.pool.execute(*stream_, args);

@@ -21,10 +21,16 @@ std::vector<CpuTactic> CpuTacticsFor(const Node& node) {
   if (op == OpKind::kTranspose) return onednn::TransposeTactics(node);
   if (op == OpKind::kAttention) return onednn::AttentionTactics(node);
   if (op == OpKind::kLayerNormalization) return onednn::LayerNormTactics(node);
+  if (op == OpKind::kQConv) return onednn::QConvTactics(node);
+  if (op == OpKind::kQuantizeLinear || op == OpKind::kDequantizeLinear || op == OpKind::kQAdd) {
+    return onednn::QuantEltwiseTactics(node);
+  }
   return {};
 }
 
-bool HasChannelsLastKernel(const Node& node) { return onednn::HasNhwcConv(node) || onednn::HasNhwcPool(node); }
+bool HasChannelsLastKernel(const Node& node) {
+  return onednn::HasNhwcConv(node) || onednn::HasNhwcPool(node) || onednn::HasNhwcQConv(node);
+}
 
 std::unique_ptr<CpuKernel> CreateCpuKernel(const Node& node, const std::string& name) {
   for (CpuTactic& t : CpuTacticsFor(node)) {

@@ -1,0 +1,254 @@
+// Kiln's quantized ops, made by the fuse_qdq pass (src/passes/fuse_qdq.cc) from the QuantizeLinear /
+// DequantizeLinear ("QDQ") form that quantization tools (onnxruntime's quantize_static, TensorRT's and
+// NNCF's exporters) write around each layer. Each op is defined as the QDQ sub-graph it replaces, and its
+// reference kernel computes exactly that sub-graph (dequantize, the float op, quantize):
+//   kiln.QConv  Y = Q(act(Conv(DQ(X, x_scale, x_zero_point), DQ(W, w_scale, w_zero_point), B)),
+//                     y_scale, y_zero_point)
+//               inputs X, x_scale, x_zero_point?, W, w_scale, w_zero_point?, y_scale, y_zero_point, B?
+//               X and Y 8-bit (u8 or i8; Y's type is y_zero_point's), W i8 or u8, B float, scales float.
+//               x_scale, x_zero_point, y_scale and y_zero_point are per tensor (one element); w_scale and
+//               w_zero_point per tensor or per output channel ([M], axis 0). Attributes: Conv's, the fused
+//               activation (`activation` Relu or Clip, as kiln.FusedConv), and `channels_last` (1: X and Y
+//               are NHWC, as the channels_last pass makes them; W keeps its [M, C/group, KH, KW] layout).
+//   kiln.QAdd   Y = Q(act(DQ(A, a_scale, a_zero_point) + DQ(B, b_scale, b_zero_point)), y_scale, y_zero_point)
+//               inputs A, a_scale, a_zero_point?, B, b_scale, b_zero_point?, y_scale, y_zero_point; every
+//               scale and zero point per tensor; A and B broadcast as Add's. `activation`: "" or Relu.
+// Quantization follows QuantizeLinear: the float value divided by the scale, rounded half to even, plus
+// the zero point, saturated to the output type. The fast kernels (src/backends/cpu) compute the integer
+// form (an i32 accumulation, one requantization) and may differ from the reference by one step where the
+// float value falls within rounding error of a half step.
+#include <cmath>
+#include <limits>
+
+#include "ops/kernels/nn_common.h"
+#include "ops/op_util.h"
+#include "ops/registry.h"
+
+namespace kiln {
+namespace {
+
+const std::vector<int64_t> kToNchw = {0, 3, 1, 2};
+const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
+
+bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
+
+// The inputs both ops require (the zero points of X / A and W / B, inputs 2 and 5, are optional).
+constexpr size_t kRequired[] = {0, 1, 3, 4, 6, 7};
+
+Status CheckRequired(const Node& node) {
+  for (size_t i : kRequired) {
+    if (!node.input(i)) return InvalidArgument(std::string(node.op_name()) + ": required input " + std::to_string(i) + " is missing");
+  }
+  return Status::Ok();
+}
+Status CheckRequired(const KernelContext& ctx) {
+  for (size_t i : kRequired) {
+    if (!ctx.input(i)) return ctx.Error(std::string(ctx.node().op_name()) + ": input " + std::to_string(i) + " is missing");
+  }
+  return Status::Ok();
+}
+
+// The one element of a per-tensor parameter (absent: `fallback`).
+Expected<double> PerTensor(const Tensor* t, double fallback, const char* what) {
+  if (!t) return fallback;
+  if (t->numel() != 1) return InvalidArgument(std::string(what) + " must have one element, got " + t->Description());
+  return t->GetAsDouble(0);
+}
+
+// (q - zero_point[c]) * scale[c] as f32, c the index along dim 0 when the parameters are per channel.
+Expected<Tensor> Dequantize(const Tensor& q, const Tensor& scale, const Tensor* zero_point, const char* what) {
+  if (!Is8Bit(q.dtype())) return InvalidArgument(std::string(what) + " must be u8 or i8, got " + q.Description());
+  if (zero_point && zero_point->dtype() != q.dtype()) {
+    return InvalidArgument(std::string(what) + "'s zero point must have its dtype, got " + zero_point->Description());
+  }
+  const int64_t channels = scale.numel();
+  if (channels != 1 && (q.rank() == 0 || q.size(0) != channels)) {
+    return InvalidArgument(std::string(what) + "'s scale " + scale.Description() + " is neither per tensor nor per " +
+                           "channel of " + q.Description());
+  }
+  if (zero_point && zero_point->numel() != channels) {
+    return InvalidArgument(std::string(what) + "'s zero point " + zero_point->Description() +
+                           " does not match its scale " + scale.Description());
+  }
+  Tensor out(DType::kFloat32, q.sizes());
+  const int64_t per = channels == 0 ? 0 : q.numel() / channels;
+  float* dst = out.data<float>();
+  for (int64_t c = 0; c < channels; ++c) {
+    const float s = static_cast<float>(scale.GetAsDouble(c));
+    const int64_t z = zero_point ? zero_point->GetAsInt64(c) : 0;
+    for (int64_t i = c * per; i < (c + 1) * per; ++i) dst[i] = static_cast<float>(q.GetAsInt64(i) - z) * s;
+  }
+  return out;
+}
+
+// QuantizeLinear of an f32 tensor with per-tensor parameters into `out` (u8 or i8).
+void Quantize(const Tensor& x, float scale, int64_t zero_point, Tensor& out) {
+  const float* src = x.data<float>();
+  VisitDType(out.dtype(), [&](auto tag) {
+    using Q = decltype(tag);
+    if constexpr (std::is_same_v<Q, uint8_t> || std::is_same_v<Q, int8_t>) {
+      Q* dst = out.data<Q>();
+      const double lo = std::numeric_limits<Q>::lowest();
+      const double hi = std::numeric_limits<Q>::max();
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        double r = static_cast<double>(std::nearbyint(src[i] / scale)) + static_cast<double>(zero_point);
+        if (std::isnan(r)) r = 0;
+        dst[i] = static_cast<Q>(std::clamp(r, lo, hi));
+      }
+    }
+  });
+}
+
+Expected<Tensor> RunAsOp(OpKind op, const Node& node, std::vector<const Tensor*> inputs) {
+  static const KernelLimits kLimits;
+  const OpSchema* s = OpRegistry::Global().Find(op);
+  if (!s || !s->run) return Internal(std::string(OpKindName(op)) + " has no reference kernel");
+  KernelContext sub(node, std::move(inputs), kLimits);
+  KILN_RETURN_IF_ERROR(s->run(sub));
+  if (sub.outputs().empty() || sub.outputs()[0].empty()) return Internal("kernel produced no output");
+  return std::move(sub.outputs()[0]);
+}
+
+// ---- kiln.QConv ----------------------------------------------------------------------------------------
+
+bool ChannelsLast(const Attributes& a) { return a.GetInt("channels_last", 0) != 0; }
+
+Status ValidateQConv(const Node& node) {
+  const std::string act = node.attrs().GetString("activation", "");
+  if (!act.empty() && act != "Relu" && act != "Clip") {
+    return InvalidArgument("kiln.QConv fuses Relu or Clip, not '" + act + "'");
+  }
+  return CheckRequired(node);
+}
+
+Status InferQConv(InferContext& ctx) {
+  KILN_RETURN_IF_ERROR(CheckRequired(ctx.node()));
+  const DType xt = ctx.input_dtype(0);
+  const DType yt = ctx.input_dtype(7);
+  if (!Is8Bit(xt) || !Is8Bit(ctx.input_dtype(3)) || !Is8Bit(yt)) {
+    return ctx.Error("X, W and y_zero_point must be u8 or i8");
+  }
+  // The output shape is Conv's on float stand-ins (NCHW).
+  Graph g;
+  std::optional<Shape> xs = ctx.input_shape(0);
+  const bool nhwc = ChannelsLast(ctx.attrs());
+  if (xs && nhwc) {
+    if (xs->rank() != 4) return ctx.Error("a channels-last X must have rank 4, got " + xs->ToString());
+    std::vector<Dim> d;
+    for (int64_t p : kToNchw) d.push_back(xs->dims()[static_cast<size_t>(p)]);
+    xs = Shape(std::move(d));
+  }
+  Value* x = g.AddValue("x", DType::kFloat32, xs);
+  Value* w = g.AddValue("w", DType::kFloat32, ctx.input_shape(3));
+  Value* y = g.AddValue("y", DType::kFloat32);
+  Node* conv = g.AddNode(OpKind::kConv, "conv", {x, w}, {y}, 11);
+  conv->attrs() = ctx.attrs();
+  conv->attrs().Erase("channels_last");
+  conv->attrs().Erase("activation");
+  conv->attrs().Erase("activation_alpha");
+  conv->attrs().Erase("activation_beta");
+  const OpSchema* s = OpRegistry::Global().Find(OpKind::kConv);
+  if (!s || !s->infer) return Internal("Conv has no shape function");
+  InferContext sub(*conv);
+  KILN_RETURN_IF_ERROR(s->infer(sub));
+  std::optional<Shape> ys = y->shape();
+  if (ys && nhwc) {
+    std::vector<Dim> d;
+    for (int64_t p : kToNhwc) d.push_back(ys->dims()[static_cast<size_t>(p)]);
+    ys = Shape(std::move(d));
+  }
+  ctx.set_output(0, yt, ys);
+  return Status::Ok();
+}
+
+Status RunQConv(KernelContext& ctx) {
+  KILN_RETURN_IF_ERROR(CheckRequired(ctx));
+  const bool nhwc = ChannelsLast(ctx.attrs());
+  Tensor x_nchw;
+  const Tensor* x = ctx.input(0);
+  if (nhwc) {
+    if (x->rank() != 4) return ctx.Error("a channels-last X must have rank 4, got " + x->Description());
+    x_nchw = PermuteRank4(*x, kToNchw);
+    x = &x_nchw;
+  }
+  for (size_t i : {1, 2, 6, 7}) {
+    if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error("kiln.QConv's x and y parameters are per tensor");
+  }
+  KILN_ASSIGN_OR_RETURN(Tensor xf, Dequantize(*x, *ctx.input(1), ctx.input(2), "X"));
+  KILN_ASSIGN_OR_RETURN(Tensor wf, Dequantize(*ctx.input(3), *ctx.input(4), ctx.input(5), "W"));
+  const Tensor* b = ctx.input(8);
+  if (b && b->dtype() != DType::kFloat32) return ctx.Error("B must be f32, got " + b->Description());
+  KILN_ASSIGN_OR_RETURN(Tensor yf, RunAsOp(OpKind::kFusedConv, ctx.node(), {&xf, &wf, b}));
+  KILN_ASSIGN_OR_RETURN(double ys, PerTensor(ctx.input(6), 1.0, "y_scale"));
+  KILN_ASSIGN_OR_RETURN(double yz, PerTensor(ctx.input(7), 0.0, "y_zero_point"));
+  if (nhwc) yf = PermuteRank4(yf, kToNhwc);
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, ctx.input(7)->dtype(), yf.sizes()));
+  Quantize(yf, static_cast<float>(ys), static_cast<int64_t>(yz), *y);
+  return Status::Ok();
+}
+
+// ---- kiln.QAdd -----------------------------------------------------------------------------------------
+
+Status ValidateQAdd(const Node& node) {
+  const std::string act = node.attrs().GetString("activation", "");
+  if (!act.empty() && act != "Relu") return InvalidArgument("kiln.QAdd fuses Relu only, not '" + act + "'");
+  return CheckRequired(node);
+}
+
+Status InferQAdd(InferContext& ctx) {
+  KILN_RETURN_IF_ERROR(CheckRequired(ctx.node()));
+  if (!Is8Bit(ctx.input_dtype(0)) || !Is8Bit(ctx.input_dtype(3)) || !Is8Bit(ctx.input_dtype(7))) {
+    return ctx.Error("A, B and y_zero_point must be u8 or i8");
+  }
+  std::optional<Shape> out;
+  if (ctx.input_shape(0) && ctx.input_shape(3)) {
+    KILN_ASSIGN_OR_RETURN(Shape s, BroadcastShapes(*ctx.input_shape(0), *ctx.input_shape(3)));
+    out = std::move(s);
+  }
+  ctx.set_output(0, ctx.input_dtype(7), out);
+  return Status::Ok();
+}
+
+Status RunQAdd(KernelContext& ctx) {
+  KILN_RETURN_IF_ERROR(CheckRequired(ctx));
+  for (size_t i : {1, 2, 4, 5}) {
+    if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error("kiln.QAdd's scales and zero points are per tensor");
+  }
+  KILN_ASSIGN_OR_RETURN(Tensor af, Dequantize(*ctx.input(0), *ctx.input(1), ctx.input(2), "A"));
+  KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantize(*ctx.input(3), *ctx.input(4), ctx.input(5), "B"));
+  KILN_ASSIGN_OR_RETURN(Tensor sum, RunAsOp(OpKind::kAdd, ctx.node(), {&af, &bf}));
+  if (ctx.attrs().GetString("activation", "") == "Relu") {
+    float* p = sum.data<float>();
+    for (int64_t i = 0; i < sum.numel(); ++i) p[i] = p[i] > 0.f ? p[i] : 0.f;
+  }
+  KILN_ASSIGN_OR_RETURN(double ys, PerTensor(ctx.input(6), 1.0, "y_scale"));
+  KILN_ASSIGN_OR_RETURN(double yz, PerTensor(ctx.input(7), 0.0, "y_zero_point"));
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, ctx.input(7)->dtype(), sum.sizes()));
+  Quantize(sum, static_cast<float>(ys), static_cast<int64_t>(yz), *y);
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RegisterQuantizedOps(OpRegistry& r) {
+  std::vector<AttrSpec> conv_attrs = {{"channels_last", AttrKind::kInt}};
+  if (const OpSchema* fused = r.Find(OpKind::kFusedConv)) {
+    conv_attrs.insert(conv_attrs.end(), fused->attrs.begin(), fused->attrs.end());
+  }
+  r.Register(OpSchema{.op = OpKind::kQConv,
+                      .min_inputs = 2,
+                      .max_inputs = 9,
+                      .attrs = conv_attrs,
+                      .validate = ValidateQConv,
+                      .infer = InferQConv,
+                      .run = RunQConv});
+  r.Register(OpSchema{.op = OpKind::kQAdd,
+                      .min_inputs = 2,
+                      .max_inputs = 8,
+                      .attrs = {{"activation", AttrKind::kString}},
+                      .validate = ValidateQAdd,
+                      .infer = InferQAdd,
+                      .run = RunQAdd});
+}
+
+}  // namespace kiln

@@ -1,0 +1,220 @@
+// Quantized layers from the QDQ form. A model quantized by onnxruntime's quantize_static (QuantFormat.QDQ),
+// TensorRT's or NNCF's tools keeps float ops and brackets them with DequantizeLinear on the inputs and
+// QuantizeLinear on the output; this pass turns each bracket that an 8-bit kernel can run into one node:
+//   Q(act(Conv(DQ(x), DQ(W), B))) -> kiln.QConv(x, W, B)     W a constant, B a float constant or the
+//                                                            DQ of an i32 constant (the form tools write)
+//   Q(act(Add(DQ(a), DQ(b))))     -> kiln.QAdd(a, b)         a, b the same shape
+//   Q(MaxPool(DQ(x)))             -> MaxPool(x)              Q and DQ with the same scale and zero point
+// act: none, Relu or Clip (onnxruntime drops the ReLU a Q with zero point 0 already applies; other tools
+// keep it). Activations are 8-bit per tensor; weights 8-bit per tensor or per output channel. The ops are
+// defined as the sub-graphs they replace (src/ops/quantized.cc), so a QDQ pair the pass does not fuse
+// still runs as written. (Constant folding leaves Q and DQ nodes alone, so DQ(W) is still there.)
+#include <cmath>
+
+#include "ops/registry.h"
+#include "passes/match.h"
+#include "passes/pass.h"
+
+namespace kiln {
+namespace {
+
+bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
+
+// Whether `v` is a constant with `n` elements (n < 0: any count).
+bool ConstWithCount(const Value* v, int64_t n) {
+  const Tensor* t = ConstantOf(v);
+  return t && (n < 0 || t->numel() == n);
+}
+
+// A per-tensor DequantizeLinear of an 8-bit activation: x's producer, with one-element constant scale and
+// zero point (any number of readers; the DQ stays for the others).
+Node* ActivationDq(const Value* x) {
+  Node* dq = ProducerOf(x, OpKind::kDequantizeLinear, /*single_use=*/false);
+  if (!dq || !Is8Bit(dq->input(0)->dtype()) || dq->input(0)->is_constant()) return nullptr;
+  if (dq->attrs().GetInt("block_size", 0) != 0) return nullptr;
+  if (!ConstWithCount(dq->input(1), 1) || ConstantOf(dq->input(1))->dtype() != DType::kFloat32) return nullptr;
+  if (dq->input(2) && !ConstWithCount(dq->input(2), 1)) return nullptr;
+  return dq;
+}
+
+// The per-tensor QuantizeLinear that is the only reader of `y` (through a ReLU/Clip that is y's only
+// reader when `act` is given, which then receives the activation), with constant 8-bit parameters.
+Node* OutputQ(Value* y, Node** act_node, Attributes* act) {
+  if (!HasSingleUse(y)) return nullptr;
+  Node* next = y->uses()[0].node;
+  if (act && (next->op() == OpKind::kRelu || next->op() == OpKind::kClip)) {
+    Attributes a;
+    if (!FusableActivation(next, a) || !HasSingleUse(next->output(0))) return nullptr;
+    *act = a;
+    *act_node = next;
+    next = next->output(0)->uses()[0].node;
+  }
+  if (next->op() != OpKind::kQuantizeLinear || next->attrs().GetInt("block_size", 0) != 0) return nullptr;
+  if (!ConstWithCount(next->input(1), 1) || ConstantOf(next->input(1))->dtype() != DType::kFloat32) return nullptr;
+  if (!next->input(2) || !ConstWithCount(next->input(2), 1) || !Is8Bit(next->input(2)->dtype())) return nullptr;
+  if (!Is8Bit(next->output(0)->dtype())) return nullptr;
+  return next;
+}
+
+void CopyActivation(const Attributes& from, Attributes& to) {
+  for (const char* k : {"activation", "activation_alpha", "activation_beta"}) {
+    if (const AttrValue* v = from.Find(k)) to.Set(k, *v);
+  }
+}
+
+// The float bias of a Conv: a float constant, or DQ(i32 constant, constant scale, zero point 0) computed
+// here. Returns false if B is something else.
+bool FloatBias(Graph& g, Value* b, Value** out) {
+  if (!b) {
+    *out = nullptr;
+    return true;
+  }
+  if (const Tensor* t = ConstantOf(b); t && t->dtype() == DType::kFloat32) {
+    *out = b;
+    return true;
+  }
+  Node* dq = ProducerOf(b, OpKind::kDequantizeLinear, /*single_use=*/false);
+  if (!dq) return false;
+  const Tensor* q = ConstantOf(dq->input(0));
+  const Tensor* s = ConstantOf(dq->input(1));
+  const Tensor* z = dq->input(2) ? ConstantOf(dq->input(2)) : nullptr;
+  if (!q || !s || q->dtype() != DType::kInt32 || q->rank() != 1 || s->dtype() != DType::kFloat32) return false;
+  if (dq->input(2) && !z) return false;
+  if (s->numel() != 1 && s->numel() != q->numel()) return false;
+  if (dq->attrs().GetInt("block_size", 0) != 0 || (s->numel() != 1 && dq->attrs().GetInt("axis", 1) != 0 &&
+                                                   dq->attrs().GetInt("axis", 1) != -1)) {
+    return false;
+  }
+  Tensor f(DType::kFloat32, q->sizes());
+  for (int64_t i = 0; i < q->numel(); ++i) {
+    const int64_t p = s->numel() == 1 ? 0 : i;
+    const int64_t zp = z ? z->GetAsInt64(z->numel() == 1 ? 0 : p) : 0;
+    // As DequantizeLinear computes it: the integer difference as float times the float scale.
+    f.data<float>()[i] = static_cast<float>(q->GetAsInt64(i) - zp) * static_cast<float>(s->GetAsDouble(p));
+  }
+  *out = NewConstant(g, b->name() + "_f32", std::move(f));
+  return true;
+}
+
+Expected<bool> FuseConv(Graph& g, Node* conv, PassReport& report) {
+  if (conv->op() != OpKind::kConv || conv->num_outputs() != 1) return false;
+  Node* dqx = ActivationDq(conv->input(0));
+  Node* dqw = ProducerOf(conv->input(1), OpKind::kDequantizeLinear, /*single_use=*/false);
+  if (!dqx || !dqw) return false;
+  const Tensor* w = ConstantOf(dqw->input(0));
+  const Tensor* ws = ConstantOf(dqw->input(1));
+  if (!w || !Is8Bit(w->dtype()) || w->rank() < 3 || !ws || ws->dtype() != DType::kFloat32) return false;
+  if (dqw->attrs().GetInt("block_size", 0) != 0) return false;
+  if (ws->numel() != 1) {
+    const int64_t axis = dqw->attrs().GetInt("axis", 1);
+    if (ws->rank() != 1 || ws->numel() != w->size(0) || (axis != 0 && axis != -static_cast<int64_t>(w->rank()))) {
+      return false;
+    }
+  }
+  if (dqw->input(2) && !ConstantOf(dqw->input(2))) return false;
+  Value* bias = nullptr;
+  if (!FloatBias(g, conv->input(2), &bias)) return false;
+  Attributes act;
+  Node* act_node = nullptr;
+  Node* q = OutputQ(conv->output(0), &act_node, &act);
+  if (!q) return false;
+
+  Attributes attrs = conv->attrs();
+  CopyActivation(act, attrs);
+  std::vector<Value*> inputs = {dqx->input(0), dqx->input(1), dqx->input(2), dqw->input(0), dqw->input(1),
+                                dqw->input(2), q->input(1),   q->input(2),   bias};
+  while (!inputs.back()) inputs.pop_back();
+  std::vector<std::string> names = {NodeName(dqx), NodeName(dqw), NodeName(conv)};
+  if (act_node) names.push_back(NodeName(act_node));
+  names.push_back(NodeName(q));
+  KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {conv, act_node, q}, OpKind::kQConv, NodeName(conv), inputs,
+                                               {q->output(0)}, std::move(attrs), conv->opset()));
+  report.Count("DQ -> Conv -> Q run as an 8-bit convolution (kiln.QConv)");
+  report.Fused(f->name(), "kiln.QConv", names);
+  return true;
+}
+
+Expected<bool> FuseAdd(Graph& g, Node* add, PassReport& report) {
+  if (add->op() != OpKind::kAdd) return false;
+  Node* da = ActivationDq(add->input(0));
+  Node* db = ActivationDq(add->input(1));
+  if (!da || !db || !SameKnownShape(add->input(0), add->input(1)) || !SameKnownShape(add->input(0), add->output(0))) {
+    return false;
+  }
+  Attributes act;
+  Node* act_node = nullptr;
+  Node* q = OutputQ(add->output(0), &act_node, &act);
+  if (!q) return false;
+  if (act_node && act.GetString("activation", "") != "Relu") return false;
+  Attributes attrs;
+  CopyActivation(act, attrs);
+  std::vector<std::string> names = {NodeName(da), NodeName(db), NodeName(add)};
+  if (act_node) names.push_back(NodeName(act_node));
+  names.push_back(NodeName(q));
+  KILN_ASSIGN_OR_RETURN(
+      Node * f, ReplaceNodes(g, {add, act_node, q}, OpKind::kQAdd, NodeName(add),
+                             {da->input(0), da->input(1), da->input(2), db->input(0), db->input(1), db->input(2),
+                              q->input(1), q->input(2)},
+                             {q->output(0)}, std::move(attrs), add->opset()));
+  report.Count("DQ -> Add -> Q run as an 8-bit addition (kiln.QAdd)");
+  report.Fused(f->name(), "kiln.QAdd", names);
+  return true;
+}
+
+// Q(MaxPool(DQ(x))) with equal parameters is MaxPool(x): dequantizing is monotonic (positive scale) and
+// quantizing the maximum with the same parameters gives back the 8-bit maximum exactly.
+Expected<bool> FuseMaxPool(Graph& g, Node* pool, PassReport& report) {
+  if (pool->op() != OpKind::kMaxPool || (pool->num_outputs() > 1 && pool->output(1))) return false;
+  Node* dq = ActivationDq(pool->input(0));
+  if (!dq) return false;
+  Node* q = OutputQ(pool->output(0), nullptr, nullptr);
+  if (!q || q->output(0)->dtype() != dq->input(0)->dtype()) return false;
+  const double s_in = ConstantOf(dq->input(1))->GetAsDouble(0);
+  const double s_out = ConstantOf(q->input(1))->GetAsDouble(0);
+  const int64_t z_in = dq->input(2) ? ConstantOf(dq->input(2))->GetAsInt64(0) : 0;
+  const int64_t z_out = ConstantOf(q->input(2))->GetAsInt64(0);
+  if (s_in != s_out || !(s_in > 0) || z_in != z_out) return false;
+  std::vector<std::string> names = {NodeName(dq), NodeName(pool), NodeName(q)};
+  KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {pool, q}, OpKind::kMaxPool, NodeName(pool), {dq->input(0)},
+                                               {q->output(0)}, pool->attrs(), std::max(pool->opset(), 12)));
+  report.Count("DQ -> MaxPool -> Q run as an 8-bit MaxPool");
+  report.Fused(f->name(), "MaxPool", names);
+  return true;
+}
+
+// DQ of constants that no 8-bit layer took (the weights of layers left in float: a classifier's Gemm) is
+// computed once here rather than on every run.
+Expected<bool> FoldConstantDq(Graph& g, Node* dq, PassReport& report) {
+  if (dq->op() != OpKind::kDequantizeLinear || dq->output(0)->is_graph_output()) return false;
+  std::vector<const Tensor*> ins;
+  for (const Value* v : dq->inputs()) {
+    if (v && !v->is_constant()) return false;
+    ins.push_back(v ? v->constant() : nullptr);
+  }
+  static const KernelLimits kLimits;
+  KernelContext ctx(*dq, std::move(ins), kLimits);
+  KILN_RETURN_IF_ERROR(OpRegistry::Global().Find(OpKind::kDequantizeLinear)->run(ctx));
+  Value* out = dq->output(0);
+  Value* folded = NewConstant(g, out->name(), std::move(ctx.outputs()[0]));
+  g.ReplaceAllUsesWith(out, folded);
+  g.RemoveNode(dq);
+  report.Count("DequantizeLinear of a constant computed at build time (weights of layers left in float)");
+  return true;
+}
+
+}  // namespace
+
+Status FuseQdq(Graph& g, PassReport& report) {
+  KILN_RETURN_IF_ERROR(RewriteSweep(g, [&](Node* n) -> Expected<bool> {
+    KILN_ASSIGN_OR_RETURN(bool conv, FuseConv(g, n, report));
+    if (conv) return true;
+    KILN_ASSIGN_OR_RETURN(bool add, FuseAdd(g, n, report));
+    if (add) return true;
+    return FuseMaxPool(g, n, report);
+  }));
+  // The fused layers' DQ(W) are dead now; what is left of DQ on constants feeds float layers.
+  RemoveDeadNodes(g);
+  return RewriteSweep(g, [&](Node* n) { return FoldConstantDq(g, n, report); });
+}
+
+}  // namespace kiln

@@ -126,7 +126,8 @@ kiln::Precision ParsePrecision(const std::string& s) {
 
 std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, const std::string& precision,
                                     const std::string& device, bool optimize, bool fast_kernels,
-                                    bool channels_last, bool tf32, const std::string& timing_cache) {
+                                    bool channels_last, bool tf32, const std::string& timing_cache,
+                                    bool packed_weights) {
   kiln::BuildOptions options;
   options.precision = ParsePrecision(precision);
   if (device == "cuda") {
@@ -137,6 +138,7 @@ std::shared_ptr<kiln::Engine> Build(const std::string& path, py::object shapes, 
   options.optimize = optimize;
   options.fast_kernels = fast_kernels;
   options.channels_last = channels_last;
+  options.packed_weights = packed_weights;
   options.tf32 = tf32;
   options.timing_cache = timing_cache;
   std::vector<std::string> specs;
@@ -224,7 +226,8 @@ PYBIND11_MODULE(_kiln, m) {
           [](const kiln::Engine& e, int profile) {
             const kiln::MemoryInfo mi = e.memory(profile);
             return py::dict("arena_bytes"_a = mi.arena_bytes, "naive_bytes"_a = mi.naive_bytes,
-                            "weight_bytes"_a = mi.weight_bytes, "planned_tensors"_a = mi.planned_tensors,
+                            "weight_bytes"_a = mi.weight_bytes,
+                            "packed_weight_bytes"_a = mi.packed_weight_bytes, "planned_tensors"_a = mi.planned_tensors,
                             "dynamic_tensors"_a = mi.dynamic_tensors, "in_place_tensors"_a = mi.in_place_tensors,
                             "view_tensors"_a = mi.view_tensors, "concats_eliminated"_a = mi.concats_eliminated);
           },
@@ -235,9 +238,11 @@ PYBIND11_MODULE(_kiln, m) {
   m.def(
       "build", &Build, "onnx_path"_a, "shapes"_a = py::none(), "precision"_a = "fp32", "device"_a = "cpu",
       "optimize"_a = true, "fast_kernels"_a = true, "channels_last"_a = true, "tf32"_a = false, "timing_cache"_a = "",
+      "packed_weights"_a = true,
       "Builds an engine from an ONNX model. shapes: a shapes option string (NAME:MIN..OPT..MAX) or a list of "
       "them, one per optimization profile. fast_kernels=False runs every layer with its reference kernel. "
-      "CPU: channels_last=False keeps activations NCHW (every convolution reorders for itself). "
+      "CPU: channels_last=False keeps activations NCHW (every convolution reorders for itself); "
+      "packed_weights=False leaves the kernels' packed weights out of the plan (smaller; packed at first run). "
       "GPU: tf32=True lets FP32 convolutions and GEMMs use TF32 tensor cores; timing_cache: a file of tactic "
       "timings loaded before the build and saved after (KILN_CUDA_TF32 / KILN_CUDA_TIMING_CACHE override both).");
   m.def("set_cpu_thread_budget", &kiln::SetCpuThreadBudget, "threads"_a,

@@ -37,6 +37,7 @@ struct BuildOptions {
   bool fp16 = false;
   bool bf16 = false;
   bool tf32 = false;
+  bool no_packed_weights = false;
   std::string timing_cache;
 };
 
@@ -164,6 +165,7 @@ int RunBuild(const BuildOptions& o) {
     if (o.fp16 && o.bf16) return Fail(InvalidArgument("--fp16 and --bf16 exclude each other"));
     bopts.precision = o.fp16 ? Precision::kFp16 : o.bf16 ? Precision::kBf16 : Precision::kFp32;
     bopts.tf32 = o.tf32;
+    bopts.packed_weights = !o.no_packed_weights;
     bopts.timing_cache = o.timing_cache;
     bopts.progress = [](const std::string& line) { std::fprintf(stderr, "kiln build: %s\n", line.c_str()); };
     auto engine = Engine::BuildFromOnnx(o.model, bopts);
@@ -220,6 +222,9 @@ void AddBuildCommand(CLI::App& app, int& exit_code) {
                 "Allow BF16 tactics (CPU with BF16 instructions: bfloat16 inputs and weights, FP32 accumulation)");
   cmd->add_flag("--tf32", opts->tf32,
                 "GPU: let FP32 convolutions and GEMMs use TF32 tensor cores (KILN_CUDA_TF32=1|0 overrides)");
+  cmd->add_flag("--no-packed-weights", opts->no_packed_weights,
+                "CPU: leave the kernels' packed weights out of the plan (smaller file; packed at each process's "
+                "first run instead)");
   cmd->add_option("--timing-cache", opts->timing_cache,
                   "GPU: load tactic timings from FILE before the build and save them after "
                   "(KILN_CUDA_TIMING_CACHE overrides)");

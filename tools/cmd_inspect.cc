@@ -88,7 +88,12 @@ int RunInspect(const std::string& path, bool all_layers) {
     std::printf("\n    shared: %d outputs in place over their input, %d views, %d concats written in place\n",
                 m.in_place_tensors, m.view_tensors, m.concats_eliminated);
   }
-  std::printf("  weights %s (memory-mapped)\n", Bytes(e.memory().weight_bytes).c_str());
+  std::printf("  weights %s (memory-mapped)", Bytes(e.memory().weight_bytes).c_str());
+  if (e.memory().packed_weight_bytes > 0) {
+    std::printf(", and %s packed in the kernels' layouts at build time (loading packs nothing)",
+                Bytes(e.memory().packed_weight_bytes).c_str());
+  }
+  std::printf("\n");
   return kExitOk;
 }
 

@@ -88,6 +88,10 @@ struct BuildOptions {
   // convolutions and pools that have NHWC kernels, with layout changes only at the edges of such
   // regions. false: NCHW throughout (each convolution then reorders for itself), to compare.
   bool channels_last = true;
+  // CPU plans: store the chosen kernels' packed weights in the plan (docs/PLANS.md), so that loading it
+  // packs nothing; the plan grows by about the packed layers' weights again. false: smaller plans, each
+  // process packs at its first run.
+  bool packed_weights = true;
   // GPU plans: FP32 convolutions and GEMMs may use TF32 tensor cores (10-bit mantissas); the plan records
   // "tf32" as those layers' precision. The environment variable KILN_CUDA_TF32 (1 or 0) overrides it.
   bool tf32 = false;
@@ -123,6 +127,7 @@ struct MemoryInfo {
   uint64_t arena_bytes = 0;   // one arena holding every intermediate tensor, reused over lifetimes
   uint64_t naive_bytes = 0;   // one buffer per intermediate tensor
   uint64_t weight_bytes = 0;  // constants
+  uint64_t packed_weight_bytes = 0;  // the plan's packed copies of weights that the CPU kernels took at load
   int planned_tensors = 0;    // tensors placed in the arena
   int dynamic_tensors = 0;    // tensors whose size depends on data, left out of the arena
   int in_place_tensors = 0;   // outputs written over an input that dies there

@@ -171,7 +171,13 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
       if (options.fast_kernels) {
         KILN_ASSIGN_OR_RETURN(choices, ChooseTactics(bound_schedule, tactic_options));
       }
-      for (const TacticChoice& c : choices) plan.layers.push_back({c.tactic, c.precision});
+      for (TacticChoice& c : choices) {
+        plan.layers.push_back({c.tactic, c.precision});
+        if (!options.packed_weights) continue;
+        for (PackedInput& p : c.packed) {
+          plan.packed.push_back({p.value, std::move(p.layout), std::make_shared<const Tensor>(std::move(p.bytes))});
+        }
+      }
     }
   }
   // The plan needs only the libraries its tactics come from ("onednn.conv" -> "onednn"); a GPU plan needs

@@ -130,6 +130,17 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
       }
       out[i].timings.push_back(std::move(k.timing));
     }
+    // The winner's packed weights, for the plan: the other candidates' copies (other layouts of the same
+    // weights) go first, so that only the winner's are alive when they are collected.
+    for (size_t j = 0; j < cands.size(); ++j) {
+      if (out[i].timings[j].tactic != out[i].tactic) cands[j].kernel.reset();
+    }
+    for (const Value* v : node.inputs()) {
+      if (!v || !v->is_constant()) continue;
+      for (cpu::PackedWeightCopy& c : cpu::LivePackedWeights(*v->constant())) {
+        out[i].packed.push_back({v->name(), std::move(c.layout), std::move(c.bytes)});
+      }
+    }
   }
   return out;
 }

@@ -20,10 +20,18 @@ struct TacticTiming {
   std::string error;   // why it failed
 };
 
+// A packed copy of one constant input of a layer, as the chosen kernel made it on the timed shapes.
+struct PackedInput {
+  std::string value;  // the constant's value name
+  std::string layout;
+  Tensor bytes;
+};
+
 struct TacticChoice {
   std::string tactic = "reference";
   std::string precision = "fp32";  // the chosen tactic's (CpuTactic::precision)
   std::vector<TacticTiming> timings;  // every candidate tried (empty: only the reference applies)
+  std::vector<PackedInput> packed;    // the chosen kernel's packed weights, for the plan
 };
 
 struct TacticOptions {

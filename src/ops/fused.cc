@@ -131,17 +131,6 @@ Tensor TransposeLastTwo(const Tensor& t) {
   return out;
 }
 
-// Runs the reference kernel of `op` on `inputs` as if it were `node` (the kernels read only attributes
-// they know by name and the inputs given), returning output 0.
-Expected<Tensor> RunAs(OpKind op, const Node& node, std::vector<const Tensor*> inputs) {
-  static const KernelLimits kLimits;
-  const OpSchema* s = OpRegistry::Global().Find(op);
-  if (!s || !s->run) return Unsupported(std::string(OpKindName(op)) + " has no reference kernel");
-  KernelContext sub(node, std::move(inputs), kLimits);
-  KILN_RETURN_IF_ERROR(s->run(sub));
-  if (sub.outputs().empty() || sub.outputs()[0].empty()) return Internal("kernel produced no output");
-  return std::move(sub.outputs()[0]);
-}
 
 // ---- FusedConv -----------------------------------------------------------------------------------------
 

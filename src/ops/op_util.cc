@@ -164,4 +164,14 @@ Tensor PermuteRank4(const Tensor& t, const std::vector<int64_t>& perm) {
   return out;
 }
 
+Expected<Tensor> RunAs(OpKind op, const Node& node, std::vector<const Tensor*> inputs) {
+  static const KernelLimits kLimits;
+  const OpSchema* s = OpRegistry::Global().Find(op);
+  if (!s || !s->run) return Unsupported(std::string(OpKindName(op)) + " has no reference kernel");
+  KernelContext sub(node, std::move(inputs), kLimits);
+  KILN_RETURN_IF_ERROR(s->run(sub));
+  if (sub.outputs().empty() || sub.outputs()[0].empty()) return Internal("kernel produced no output");
+  return std::move(sub.outputs()[0]);
+}
+
 }  // namespace kiln

@@ -68,6 +68,11 @@ std::optional<std::vector<int64_t>> IntsFromInputOrAttr(const InferContext& ctx,
 // input dim perm[i]. For the NCHW <-> NHWC changes of the channels-last ops and pass.
 Tensor PermuteRank4(const Tensor& t, const std::vector<int64_t>& perm);
 
+// Runs the reference kernel of `op` on `inputs` as if it were `node` (the kernels read only attributes
+// they know by name and the inputs given), returning output 0: how Kiln's fused ops define themselves
+// through the ops they stand for.
+Expected<Tensor> RunAs(OpKind op, const Node& node, std::vector<const Tensor*> inputs);
+
 // Output dtype/shape equal to input 0's: the shape function of every unary elementwise op.
 Status InferSameAsInput0(InferContext& ctx);
 

@@ -99,15 +99,6 @@ void Quantize(const Tensor& x, float scale, int64_t zero_point, Tensor& out) {
   });
 }
 
-Expected<Tensor> RunAsOp(OpKind op, const Node& node, std::vector<const Tensor*> inputs) {
-  static const KernelLimits kLimits;
-  const OpSchema* s = OpRegistry::Global().Find(op);
-  if (!s || !s->run) return Internal(std::string(OpKindName(op)) + " has no reference kernel");
-  KernelContext sub(node, std::move(inputs), kLimits);
-  KILN_RETURN_IF_ERROR(s->run(sub));
-  if (sub.outputs().empty() || sub.outputs()[0].empty()) return Internal("kernel produced no output");
-  return std::move(sub.outputs()[0]);
-}
 
 // ---- kiln.QConv ----------------------------------------------------------------------------------------
 
@@ -178,7 +169,7 @@ Status RunQConv(KernelContext& ctx) {
   KILN_ASSIGN_OR_RETURN(Tensor wf, Dequantize(*ctx.input(3), *ctx.input(4), ctx.input(5), "W"));
   const Tensor* b = ctx.input(8);
   if (b && b->dtype() != DType::kFloat32) return ctx.Error("B must be f32, got " + b->Description());
-  KILN_ASSIGN_OR_RETURN(Tensor yf, RunAsOp(OpKind::kFusedConv, ctx.node(), {&xf, &wf, b}));
+  KILN_ASSIGN_OR_RETURN(Tensor yf, RunAs(OpKind::kFusedConv, ctx.node(), {&xf, &wf, b}));
   KILN_ASSIGN_OR_RETURN(double ys, PerTensor(ctx.input(6), 1.0, "y_scale"));
   KILN_ASSIGN_OR_RETURN(double yz, PerTensor(ctx.input(7), 0.0, "y_zero_point"));
   if (nhwc) yf = PermuteRank4(yf, kToNhwc);
@@ -216,7 +207,7 @@ Status RunQAdd(KernelContext& ctx) {
   }
   KILN_ASSIGN_OR_RETURN(Tensor af, Dequantize(*ctx.input(0), *ctx.input(1), ctx.input(2), "A"));
   KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantize(*ctx.input(3), *ctx.input(4), ctx.input(5), "B"));
-  KILN_ASSIGN_OR_RETURN(Tensor sum, RunAsOp(OpKind::kAdd, ctx.node(), {&af, &bf}));
+  KILN_ASSIGN_OR_RETURN(Tensor sum, RunAs(OpKind::kAdd, ctx.node(), {&af, &bf}));
   if (ctx.attrs().GetString("activation", "") == "Relu") {
     float* p = sum.data<float>();
     for (int64_t i = 0; i < sum.numel(); ++i) p[i] = p[i] > 0.f ? p[i] : 0.f;

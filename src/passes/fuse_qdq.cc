@@ -11,7 +11,7 @@
 // still runs as written. (Constant folding leaves Q and DQ nodes alone, so DQ(W) is still there.)
 #include <cmath>
 
-#include "ops/registry.h"
+#include "ops/op_util.h"
 #include "passes/match.h"
 #include "passes/pass.h"
 
@@ -191,11 +191,9 @@ Expected<bool> FoldConstantDq(Graph& g, Node* dq, PassReport& report) {
     if (v && !v->is_constant()) return false;
     ins.push_back(v ? v->constant() : nullptr);
   }
-  static const KernelLimits kLimits;
-  KernelContext ctx(*dq, std::move(ins), kLimits);
-  KILN_RETURN_IF_ERROR(OpRegistry::Global().Find(OpKind::kDequantizeLinear)->run(ctx));
+  KILN_ASSIGN_OR_RETURN(Tensor t, RunAs(OpKind::kDequantizeLinear, *dq, std::move(ins)));
   Value* out = dq->output(0);
-  Value* folded = NewConstant(g, out->name(), std::move(ctx.outputs()[0]));
+  Value* folded = NewConstant(g, out->name(), std::move(t));
   g.ReplaceAllUsesWith(out, folded);
   g.RemoveNode(dq);
   report.Count("DequantizeLinear of a constant computed at build time (weights of layers left in float)");

@@ -6,7 +6,8 @@
 //            weights offset/size
 //   metadata target fingerprint, source, graph (values, weight table, nodes in schedule order with their
 //            tactic and precision, inputs, outputs), profiles, memory plans
-//   weights  each constant's bytes at a 64-byte aligned offset, so a memory-mapped file serves them as-is
+//   weights  each constant's bytes at a 64-byte aligned offset, so a memory-mapped file serves them as-is,
+//            then (format 2) the packed copies of layer weights in the CPU kernels' own layouts
 //   trailer  CRC32C of everything before it, and "KEND"
 #pragma once
 
@@ -24,7 +25,8 @@
 namespace kiln::plan {
 
 inline constexpr char kPlanMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
-inline constexpr uint32_t kPlanFormatVersion = 1;
+// 2: packed weights (format 1 plans still load; they just have none).
+inline constexpr uint32_t kPlanFormatVersion = 2;
 inline constexpr size_t kPlanHeaderSize = 64;
 inline constexpr size_t kPlanTrailerSize = 8;
 inline constexpr size_t kWeightAlignment = 64;
@@ -56,6 +58,15 @@ struct PlanMemory {
   std::vector<PlannedBlock> blocks;
 };
 
+// A constant's copy in a kernel's own layout (oneDNN's blocked weights, 8-bit weights with their
+// compensation), made at build time by the chosen kernel on the timed shapes: loading the plan registers
+// it (src/backends/cpu/cpu_kernels.h, AdoptPackedWeights) so that no context packs those weights again.
+struct PackedWeights {
+  std::string value;                    // the constant
+  std::string layout;                   // the backend's layout descriptor (opaque bytes)
+  std::shared_ptr<const Tensor> bytes;  // u8 [size], in the weights section
+};
+
 struct Plan {
   TargetFingerprint target;
   std::string source;        // the model file it was built from
@@ -65,6 +76,7 @@ struct Plan {
   std::vector<LayerChoice> layers;    // parallel to `schedule`
   std::vector<Profile> profiles;
   std::vector<PlanMemory> memory;  // parallel to `profiles`
+  std::vector<PackedWeights> packed;
   // Keeps the memory-mapped file (or the bytes) that constants point into alive.
   std::shared_ptr<void> storage;
   uint32_t format_version = kPlanFormatVersion;

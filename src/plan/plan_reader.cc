@@ -421,6 +421,26 @@ Expected<Plan> Parse(const uint8_t* data, size_t size, std::shared_ptr<void> sto
     plan.memory.push_back(std::move(m));
   }
   if (!r.ok()) return Corrupt(r.error());
+  if (h.version >= 2) {
+    const uint64_t n = r.GetCount("packed weights", 17);
+    for (uint64_t i = 0; i < n && r.ok(); ++i) {
+      Value* v = nullptr;
+      const int64_t ref = static_cast<int64_t>(r.GetU64("packed value"));
+      const uint64_t w = r.GetU64("packed weight index");
+      std::string layout = r.GetString("packed layout");
+      if (!r.ok()) break;
+      if (!value_at(ref, false, &v) || !v->is_constant()) return Corrupt("packed weights of a missing constant");
+      if (w >= weights.size() || weights[w].dtype != DType::kUInt8 || weights[w].sizes.size() != 1) {
+        return Corrupt("packed weights of '" + v->name() + "' refer to a missing or malformed weight");
+      }
+      const ParsedWeight& pw = weights[w];
+      void* p = const_cast<uint8_t*>(data + h.weights_offset + pw.offset);
+      auto buffer = std::make_shared<Buffer>(p, pw.nbytes, storage);
+      plan.packed.push_back({v->name(), std::move(layout),
+                             std::make_shared<const Tensor>(pw.dtype, pw.sizes, std::move(buffer))});
+    }
+    if (!r.ok()) return Corrupt(r.error());
+  }
   if (r.remaining() != 0) return Corrupt(std::to_string(r.remaining()) + " unread bytes after the metadata");
 
   // The stored order must be a valid schedule: each node reads only values already computed.

@@ -111,6 +111,15 @@ Expected<std::string> EncodeMetadata(const Plan& plan, std::vector<WeightEntry>&
     weights.push_back({v->constant(), weights_size});
     weights_size += (v->constant()->nbytes() + kWeightAlignment - 1) / kWeightAlignment * kWeightAlignment;
   }
+  // Packed copies follow the constants in the weights section.
+  std::vector<uint64_t> packed_weight;
+  for (const PackedWeights& p : plan.packed) {
+    const Value* v = g.FindValue(p.value);
+    if (!v || !v->is_constant() || !p.bytes) return Internal("packed weights of '" + p.value + "', not a constant");
+    packed_weight.push_back(weights.size());
+    weights.push_back({p.bytes.get(), weights_size});
+    weights_size += (p.bytes->nbytes() + kWeightAlignment - 1) / kWeightAlignment * kWeightAlignment;
+  }
   w.PutU64(weights.size());
   for (const WeightEntry& e : weights) {
     w.PutU8(static_cast<uint8_t>(e.tensor->dtype()));
@@ -184,6 +193,12 @@ Expected<std::string> EncodeMetadata(const Plan& plan, std::vector<WeightEntry>&
       w.PutU64(b.offset);
       w.PutU64(b.size);
     }
+  }
+  w.PutU64(plan.packed.size());
+  for (size_t i = 0; i < plan.packed.size(); ++i) {
+    w.PutU64(index.at(g.FindValue(plan.packed[i].value)));
+    w.PutU64(packed_weight[i]);
+    w.PutString(plan.packed[i].layout);
   }
   return std::move(w.bytes());
 }

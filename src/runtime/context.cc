@@ -242,6 +242,7 @@ MemoryInfo ExecutionContext::memory() const {
   if (!layout) return e.Memory(impl_->profile);
   MemoryInfo m;
   m.weight_bytes = e.weight_bytes;
+  m.packed_weight_bytes = e.adopted_packed_bytes;
   m.arena_bytes = layout->arena_size;
   m.naive_bytes = layout->naive_size;
   m.planned_tensors = static_cast<int>(layout->slots.size());

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <new>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "build/builder.h"
 #include "onnx/importer.h"
 #include "runtime/engine_impl.h"
@@ -78,6 +79,18 @@ Expected<std::shared_ptr<Engine::Impl>> Engine::Impl::FromPlan(plan::Plan plan) 
   for (const Value* v : g.values()) {
     if (v->is_constant()) impl->weight_bytes += v->constant()->nbytes();
   }
+  // Packed weights: offered to the kernels now, so that no context packs them again (a layout this build
+  // or CPU would not ask for is simply not taken; the kernels pack from the plain weights then).
+  if (plan.target.device != "cuda") {
+    for (const plan::PackedWeights& p : plan.packed) {
+      const Value* v = g.FindValue(p.value);
+      if (!v || !v->is_constant() || !p.bytes) continue;
+      if (auto handle = cpu::AdoptPackedWeights(*v->constant(), p.layout, *p.bytes)) {
+        impl->adopted_packed.push_back(std::move(handle));
+        impl->adopted_packed_bytes += p.bytes->nbytes();
+      }
+    }
+  }
   impl->plan = std::move(plan);
   return impl;
 }
@@ -85,6 +98,7 @@ Expected<std::shared_ptr<Engine::Impl>> Engine::Impl::FromPlan(plan::Plan plan) 
 MemoryInfo Engine::Impl::Memory(int profile) const {
   MemoryInfo m;
   m.weight_bytes = weight_bytes;
+  m.packed_weight_bytes = adopted_packed_bytes;
   if (profile < 0 || static_cast<size_t>(profile) >= plan.memory.size() ||
       static_cast<size_t>(profile) >= plan.profiles.size()) {
     return m;

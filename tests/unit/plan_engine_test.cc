@@ -121,6 +121,42 @@ TEST(Engine, OptimizedEngineMatchesReference) {
   }
 }
 
+// The builder stores the chosen kernels' packed weights in the plan; loading registers them, so the first
+// run packs nothing and its results equal those of an engine that packs its own.
+TEST(Engine, PlanCarriesPackedWeights) {
+  if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: nothing is packed";
+  TempDir dir;
+  const std::string onnx = dir.Write("cnn.onnx", plan_test::SmallCnnOnnx());
+  auto built = Engine::BuildFromOnnx(onnx, BuildOptions{});
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  auto bytes = (*built)->Serialize();
+  ASSERT_TRUE(bytes.ok());
+  const std::vector<float> px = Pixels(1, 5);
+  auto run = [&](ExecutionContext& ctx) {
+    EXPECT_TRUE(ctx.SetInput("x", px.data(), DataType::kFloat32, {1, 3, 8, 8}).ok());
+    EXPECT_TRUE(ctx.Run().ok());
+    auto y = ctx.GetOutput("y");
+    EXPECT_TRUE(y.ok());
+    return std::vector<float>(y->data_as<float>(), y->data_as<float>() + y->numel());
+  };
+  const std::vector<float> want = run(*(*built)->CreateContext());
+  built->reset();
+  const size_t live_before = cpu::LivePackedWeightBytes();
+  const uint64_t reorders_before = cpu::PackedWeightReorders();
+  {
+    auto e = Engine::LoadFromMemory(bytes->data(), bytes->size());
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    const uint64_t packed = (*e)->memory().packed_weight_bytes;
+    EXPECT_GT(packed, 0u) << "the plan holds no packed weights";
+    auto ctx = (*e)->CreateContext();
+    EXPECT_EQ(run(*ctx), want);
+    // The kernels took the plan's copies: none packed its weights, and what is alive is the plan's.
+    EXPECT_EQ(cpu::PackedWeightReorders(), reorders_before) << "a kernel packed its weights after all";
+    EXPECT_EQ(cpu::LivePackedWeightBytes() - live_before, packed);
+  }
+  EXPECT_EQ(cpu::LivePackedWeightBytes(), live_before) << "the engine's packed weights outlived it and its context";
+}
+
 TEST(Engine, ShapesOutsideTheProfileAreRefused) {
   TempDir dir;
   const std::string onnx = dir.Write("cnn.onnx", plan_test::SmallCnnOnnx());

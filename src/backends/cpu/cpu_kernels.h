@@ -57,6 +57,23 @@ void SetKernelThreads(int threads);
 // SharedPackedWeights in onednn_common.h). For tests and memory reports.
 size_t LivePackedWeightBytes();
 
+// A packed copy of constant weights as a plan stores it: `layout` identifies the backend's layout
+// (opaque bytes), `bytes` the data in it.
+struct PackedWeightCopy {
+  std::string layout;
+  Tensor bytes;  // u8 [size]
+};
+// The packed copies of `w` that kernels hold now (the builder stores them in the plan after tactic timing).
+std::vector<PackedWeightCopy> LivePackedWeights(const Tensor& w);
+// Offers `bytes` (laid out as `layout`) as the packed copy of `w` to every kernel that asks for exactly that
+// layout, without copying. Returns a handle that keeps the offer standing while held, or null where the
+// layout cannot be one of this build's. A kernel asking for another layout (another batch size's
+// primitive, another CPU) packs `w` itself, as without a plan.
+std::shared_ptr<const void> AdoptPackedWeights(const Tensor& w, const std::string& layout, const Tensor& bytes);
+// How many times kernels have packed constant weights themselves since the process started (for tests: a
+// plan's packed weights, once adopted, leave this unchanged).
+uint64_t PackedWeightReorders();
+
 // Whether the CPU has BF16 dot-product instructions the tactics can use (AVX512_BF16 or AMX).
 bool HaveBf16();
 

@@ -8,6 +8,9 @@ std::unique_ptr<CpuKernel> CreateCpuKernel(const Node&, const std::string&) { re
 bool HasChannelsLastKernel(const Node&) { return false; }
 void SetKernelThreads(int) {}
 size_t LivePackedWeightBytes() { return 0; }
+std::vector<PackedWeightCopy> LivePackedWeights(const Tensor&) { return {}; }
+std::shared_ptr<const void> AdoptPackedWeights(const Tensor&, const std::string&, const Tensor&) { return nullptr; }
+uint64_t PackedWeightReorders() { return 0; }
 bool HaveBf16() { return false; }
 bool HaveOneDnn() { return false; }
 std::string OneDnnVersion() { return ""; }

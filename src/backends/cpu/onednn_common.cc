@@ -1,6 +1,7 @@
 #include "backends/cpu/onednn_common.h"
 
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <map>
@@ -92,10 +93,19 @@ dnnl::memory Wrap(const memory::desc& md, void* data) { return dnnl::memory(md, 
 
 namespace {
 
+// Packed bytes a plan offers for (weights storage, layout); used only when a kernel asks for exactly that
+// layout, so the descriptor a memory object is made with is always one oneDNN produced itself.
+struct PackedOffer {
+  void* data;
+  size_t size;
+};
+
 struct PackedCache {
   std::mutex mu;
   // (weights storage, packed descriptor's bytes) -> the packed copy.
   std::map<std::pair<const void*, std::string>, std::weak_ptr<const memory>> entries;
+  std::map<std::pair<const void*, std::string>, std::weak_ptr<const PackedOffer>> offers;
+  uint64_t reorders = 0;  // copies packed here (not taken from an offer)
 };
 
 PackedCache& ThePackedCache() {
@@ -118,6 +128,16 @@ std::shared_ptr<const memory> SharedPackedWeights(const Tensor& w, const memory:
     if (auto alive = it->second.lock()) return alive;
   }
   std::erase_if(cache.entries, [](const auto& e) { return e.second.expired(); });
+  if (auto it = cache.offers.find(key); it != cache.offers.end()) {
+    if (auto offer = it->second.lock(); offer && offer->size == packed.get_size()) {
+      // The plan's bytes as they are; the memory keeps the offer (and so the plan's mapping) alive.
+      std::shared_ptr<const memory> mem(new memory(packed, Engine(), offer->data),
+                                        [offer](const memory* m) { delete m; });
+      cache.entries[key] = mem;
+      return mem;
+    }
+  }
+  ++cache.reorders;
   auto mem = std::make_shared<memory>(packed, Engine());
   memory src = Wrap(user, w);
   dnnl::stream s(Engine());
@@ -125,6 +145,33 @@ std::shared_ptr<const memory> SharedPackedWeights(const Tensor& w, const memory:
   s.wait();
   cache.entries[key] = mem;
   return mem;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<const memory>>> LivePackedOf(const void* storage) {
+  PackedCache& cache = ThePackedCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  std::vector<std::pair<std::string, std::shared_ptr<const memory>>> out;
+  for (auto it = cache.entries.lower_bound({storage, std::string()});
+       it != cache.entries.end() && it->first.first == storage; ++it) {
+    if (auto alive = it->second.lock()) out.emplace_back(it->first.second, std::move(alive));
+  }
+  return out;
+}
+
+std::shared_ptr<const void> OfferPacked(const void* storage, const std::string& layout, void* data, size_t size) {
+  if (layout.size() != sizeof(dnnl_memory_desc_t) || !data) return nullptr;
+  auto offer = std::make_shared<const PackedOffer>(PackedOffer{data, size});
+  PackedCache& cache = ThePackedCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  std::erase_if(cache.offers, [](const auto& e) { return e.second.expired(); });
+  cache.offers[std::make_pair(storage, layout)] = offer;
+  return offer;
+}
+
+uint64_t PackReorders() {
+  PackedCache& cache = ThePackedCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  return cache.reorders;
 }
 
 size_t LivePackedBytes() {

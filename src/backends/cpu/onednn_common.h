@@ -51,6 +51,16 @@ std::shared_ptr<const dnnl::memory> SharedPackedWeights(const Tensor& w, const d
                                                         const dnnl::memory::desc& packed);
 // Bytes of those shared copies alive now.
 size_t LivePackedBytes();
+// The shared packed copies of the weights stored at `storage` alive now, with their layout (the
+// descriptor's bytes): what a plan stores so that loading it packs nothing.
+std::vector<std::pair<std::string, std::shared_ptr<const dnnl::memory>>> LivePackedOf(const void* storage);
+// Offers `data` (`size` bytes in the layout whose descriptor bytes are `layout`, from a plan) as the packed
+// copy of the weights at `storage`, without copying: SharedPackedWeights then hands it to a kernel asking
+// for exactly that layout instead of packing. The offer stands while the result is held. Null when
+// `layout` cannot be a descriptor of this build.
+std::shared_ptr<const void> OfferPacked(const void* storage, const std::string& layout, void* data, size_t size);
+// How many copies SharedPackedWeights has packed itself (not taken from an offer), for tests.
+uint64_t PackReorders();
 
 // The node's reference kernel on `ctx`: used for shapes the primitives do not cover (zero-sized dims),
 // so a tactic chosen on real shapes still answers every input the reference kernel answers.

@@ -1,5 +1,7 @@
 // The oneDNN build of the fast CPU tactics (cpu_kernels.h): which op family offers candidates for a node.
 #include <dlfcn.h>
+
+#include <cstring>
 #include <dnnl.hpp>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -48,6 +50,24 @@ void SetKernelThreads(int threads) {
 }
 
 size_t LivePackedWeightBytes() { return onednn::LivePackedBytes(); }
+
+std::vector<PackedWeightCopy> LivePackedWeights(const Tensor& w) {
+  std::vector<PackedWeightCopy> out;
+  for (const auto& [layout, mem] : onednn::LivePackedOf(w.raw_data())) {
+    const size_t size = mem->get_desc().get_size();
+    Tensor bytes(DType::kUInt8, {static_cast<int64_t>(size)});
+    std::memcpy(bytes.raw_data(), mem->get_data_handle(), size);
+    out.push_back({layout, std::move(bytes)});
+  }
+  return out;
+}
+
+std::shared_ptr<const void> AdoptPackedWeights(const Tensor& w, const std::string& layout, const Tensor& bytes) {
+  // The plan's bytes are only read (oneDNN takes a non-const handle).
+  return onednn::OfferPacked(w.raw_data(), layout, const_cast<void*>(bytes.raw_data()), bytes.nbytes());
+}
+
+uint64_t PackedWeightReorders() { return onednn::PackReorders(); }
 
 bool HaveBf16() {
   static const bool have = dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core_bf16;

@@ -2,7 +2,8 @@
 
 For each model and batch size: Kiln builds an engine for exactly that shape (tactics timed on it), and
 onnxruntime opens a session with every graph optimization on; both use the same number of threads. After
-warm-up, each runs for --duration seconds; the script prints latency (mean, median, p99) and throughput
+warm-up, they run in alternating blocks (about --duration seconds each in all, so that the load of a
+shared machine falls on both alike); the script prints latency (mean, median, p99) and throughput
 for both and Kiln's speed-up (latency at batch 1, throughput at larger batches), checks that the two
 agree on the outputs, and appends rows to --csv.
 
@@ -143,17 +144,32 @@ def conv_gemm_flops(model, feeds):
     return flops / batch
 
 
-def time_runs(fn, duration):
-    for _ in range(3):
-        fn()
-    times = []
-    end = time.perf_counter() + duration
-    while time.perf_counter() < end or len(times) < 5:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    t = np.array(times)
-    return {"mean": t.mean(), "median": float(np.median(t)), "p99": float(np.percentile(t, 99)), "n": len(t)}
+def time_blocks(fns, duration, blocks=4):
+    """Times the runtimes in alternating blocks (about duration / blocks seconds each, `blocks` per
+    runtime, at least 5 runs in all), so that drift in a shared machine's speed (this VM's timings move
+    10-30% from minute to minute) falls on both alike. Blocks rather than single runs because both keep
+    their worker threads spinning for a moment after a run (libgomp under oneDNN, onnxruntime's pool):
+    run for run, each would slow the other down on 2 cores. Each block starts after a 0.3 s pause and one
+    untimed run. Returns one stats dict per fn."""
+    for fn in fns:
+        for _ in range(2):
+            fn()
+    times = [[] for _ in fns]
+    for b in range(blocks):
+        for i, fn in enumerate(fns):
+            time.sleep(0.3)
+            fn()
+            end = time.perf_counter() + duration / blocks
+            while time.perf_counter() < end or (b == blocks - 1 and len(times[i]) < 5):
+                t = time.perf_counter()
+                fn()
+                times[i].append((time.perf_counter() - t) * 1e3)
+    out = []
+    for ts in times:
+        t = np.array(ts)
+        out.append({"mean": t.mean(), "median": float(np.median(t)), "p99": float(np.percentile(t, 99)),
+                    "n": len(t)})
+    return out
 
 
 def main():
@@ -197,9 +213,12 @@ def main():
             ref = int8_sess or sess
             want = dict(zip([o.name for o in ref.get_outputs()], ref.run(None, feeds)))
             diff = max(float(np.max(np.abs(got[k] - want[k])) / (np.max(np.abs(want[k])) + 1e-12)) for k in want)
-            k = time_runs(lambda: ctx.run(feeds), args.duration)
-            o = time_runs(lambda: sess.run(None, feeds), args.duration)
-            q = time_runs(lambda: int8_sess.run(None, feeds), args.duration) if int8_sess else None
+            fns = [lambda: ctx.run(feeds), lambda: sess.run(None, feeds)]
+            if int8_sess:
+                fns.append(lambda: int8_sess.run(None, feeds))
+            stats = time_blocks(fns, args.duration)
+            k, o = stats[0], stats[1]
+            q = stats[2] if int8_sess else None
             kt, ot = batch * 1e3 / k["mean"], batch * 1e3 / o["mean"]
             speedup = (o["median"] / k["median"]) if batch == 1 else (kt / ot)
             flops = conv_gemm_flops(model, feeds)

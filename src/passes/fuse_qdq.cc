@@ -4,7 +4,9 @@
 //   Q(act(Conv(DQ(x), DQ(W), B))) -> kiln.QConv(x, W, B)     W a constant, B a float constant or the
 //                                                            DQ of an i32 constant (the form tools write)
 //   Q(act(Add(DQ(a), DQ(b))))     -> kiln.QAdd(a, b)         a, b the same shape
-//   Q(MaxPool(DQ(x)))             -> MaxPool(x)              Q and DQ with the same scale and zero point
+//   Q(op(DQ(x)))                  -> op(x)                   op MaxPool, Reshape, Flatten, Transpose,
+//                                                            Squeeze, Unsqueeze or Concat (every input a DQ);
+//                                                            Q and the DQs with the same scale and zero point
 // act: none, Relu or Clip (onnxruntime drops the ReLU a Q with zero point 0 already applies; other tools
 // keep it). Activations are 8-bit per tensor; weights 8-bit per tensor or per output channel. The ops are
 // defined as the sub-graphs they replace (src/ops/quantized.cc), so a QDQ pair the pass does not fuse
@@ -161,24 +163,50 @@ Expected<bool> FuseAdd(Graph& g, Node* add, PassReport& report) {
   return true;
 }
 
-// Q(MaxPool(DQ(x))) with equal parameters is MaxPool(x): dequantizing is monotonic (positive scale) and
-// quantizing the maximum with the same parameters gives back the 8-bit maximum exactly.
-Expected<bool> FuseMaxPool(Graph& g, Node* pool, PassReport& report) {
-  if (pool->op() != OpKind::kMaxPool || (pool->num_outputs() > 1 && pool->output(1))) return false;
-  Node* dq = ActivationDq(pool->input(0));
-  if (!dq) return false;
-  Node* q = OutputQ(pool->output(0), nullptr, nullptr);
-  if (!q || q->output(0)->dtype() != dq->input(0)->dtype()) return false;
-  const double s_in = ConstantOf(dq->input(1))->GetAsDouble(0);
-  const double s_out = ConstantOf(q->input(1))->GetAsDouble(0);
-  const int64_t z_in = dq->input(2) ? ConstantOf(dq->input(2))->GetAsInt64(0) : 0;
-  const int64_t z_out = ConstantOf(q->input(2))->GetAsInt64(0);
-  if (s_in != s_out || !(s_in > 0) || z_in != z_out) return false;
-  std::vector<std::string> names = {NodeName(dq), NodeName(pool), NodeName(q)};
-  KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {pool, q}, OpKind::kMaxPool, NodeName(pool), {dq->input(0)},
-                                               {q->output(0)}, pool->attrs(), std::max(pool->opset(), 12)));
-  report.Count("DQ -> MaxPool -> Q run as an 8-bit MaxPool");
-  report.Fused(f->name(), "MaxPool", names);
+// Ops that only move or select values (and MaxPool: dequantizing is monotonic for a positive scale).
+// Between a DQ and a Q with equal parameters they give back exactly the 8-bit values they were given, so
+// Q(op(DQ(x))) is op(x) on the 8-bit tensor. Inputs after the first (Reshape's shape, Squeeze's axes)
+// stay; every data input of a Concat must come from a DQ with those parameters.
+bool MovesValues(OpKind op) {
+  return op == OpKind::kMaxPool || op == OpKind::kReshape || op == OpKind::kFlatten || op == OpKind::kTranspose ||
+         op == OpKind::kSqueeze || op == OpKind::kUnsqueeze || op == OpKind::kConcat;
+}
+
+// Whether the per-tensor parameters of `dq` equal (scale, zero point, type).
+bool SameParams(const Node* dq, double scale, int64_t zero, DType type) {
+  const int64_t z = dq->input(2) ? ConstantOf(dq->input(2))->GetAsInt64(0) : 0;
+  return dq->input(0)->dtype() == type && ConstantOf(dq->input(1))->GetAsDouble(0) == scale && z == zero;
+}
+
+Expected<bool> FuseDataMovement(Graph& g, Node* n, PassReport& report) {
+  if (!MovesValues(n->op()) || n->num_outputs() < 1 || !n->output(0)) return false;
+  for (size_t i = 1; i < n->num_outputs(); ++i) {
+    if (n->output(i)) return false;  // MaxPool's Indices
+  }
+  Node* q = OutputQ(n->output(0), nullptr, nullptr);
+  if (!q) return false;
+  const double scale = ConstantOf(q->input(1))->GetAsDouble(0);
+  const int64_t zero = ConstantOf(q->input(2))->GetAsInt64(0);
+  const DType type = q->output(0)->dtype();
+  if (!(scale > 0)) return false;
+  const size_t data_inputs = n->op() == OpKind::kConcat ? n->num_inputs() : 1;
+  std::vector<Value*> inputs = n->inputs();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < data_inputs; ++i) {
+    Node* dq = ActivationDq(n->input(i));
+    if (!dq || !SameParams(dq, scale, zero, type)) return false;
+    inputs[i] = dq->input(0);
+    names.push_back(NodeName(dq));
+  }
+  names.push_back(NodeName(n));
+  names.push_back(NodeName(q));
+  const std::string op_name(n->op_name());  // (n is gone after ReplaceNodes)
+  // (MaxPool takes 8-bit inputs from opset 12; the others have taken every type all along.)
+  const int opset = n->op() == OpKind::kMaxPool ? std::max(n->opset(), 12) : n->opset();
+  KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {n, q}, n->op(), NodeName(n), inputs, {q->output(0)}, n->attrs(),
+                                               opset));
+  report.Count("DQ -> " + op_name + " -> Q run on the 8-bit values");
+  report.Fused(f->name(), op_name, names);
   return true;
 }
 
@@ -208,7 +236,7 @@ Status FuseQdq(Graph& g, PassReport& report) {
     if (conv) return true;
     KILN_ASSIGN_OR_RETURN(bool add, FuseAdd(g, n, report));
     if (add) return true;
-    return FuseMaxPool(g, n, report);
+    return FuseDataMovement(g, n, report);
   }));
   // The fused layers' DQ(W) are dead now; what is left of DQ on constants feeds float layers.
   RemoveDeadNodes(g);

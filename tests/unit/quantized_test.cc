@@ -314,9 +314,10 @@ TEST(QuantizedTactics, ElementwiseBitIdentical) {
 }
 
 // A small QDQ network in the form onnxruntime's quantize_static writes: Q(input) -> DQ -> Conv (DQ'd
-// weights, DQ'd i32 bias) -> Q -> DQ -> MaxPool -> Q -> DQ -> Conv -> Relu -> Q, and an Add of two DQs -> Q
-// -> DQ as the float output. The pass must fuse every bracket, and the optimized graph must compute what
-// the original computes (reference executor on both; within one output step, see the file comment).
+// weights, DQ'd i32 bias) -> Q -> DQ -> MaxPool -> Q -> DQ -> Conv -> Relu -> Q, an Add of two DQs -> Q,
+// and DQ -> Flatten -> Q -> DQ as the float output. The pass must fuse every bracket, and the optimized
+// graph must compute what the original computes (reference executor on both; within one output step,
+// see the file comment).
 TEST(FuseQdq, FusesOnnxruntimeStyleGraphAndKeepsResults) {
   std::mt19937 rng(3);
   Graph g;
@@ -381,7 +382,9 @@ TEST(FuseQdq, FusesOnnxruntimeStyleGraphAndKeepsResults) {
   Value* c3 = dq(q(conv(pq, 8, 8, false), 0.04, 100), 0.04, 100);
   Value* sum = v("add");
   g.AddNode(OpKind::kAdd, "Add", {c2, c3}, {sum}, 13);
-  Value* out = dq(q(sum, 0.06, 90), 0.06, 90);
+  Value* flat = v("flat");
+  g.AddNode(OpKind::kFlatten, "Flatten", {dq(q(sum, 0.06, 90), 0.06, 90)}, {flat}, 13)->attrs().Set("axis", int64_t{1});
+  Value* out = dq(q(flat, 0.06, 90), 0.06, 90);
   g.AddOutput(out);
   ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
 
@@ -397,16 +400,18 @@ TEST(FuseQdq, FusesOnnxruntimeStyleGraphAndKeepsResults) {
 
   Expected<PipelineReport> report = RunPipeline(g, PipelineOptions{});
   ASSERT_TRUE(report.ok()) << report.status().message();
-  int qconv = 0, qadd = 0, u8_pool = 0, float_conv = 0;
+  int qconv = 0, qadd = 0, u8_pool = 0, u8_flatten = 0, float_conv = 0;
   for (const Node* n : g.nodes()) {
     qconv += n->op() == OpKind::kQConv;
     qadd += n->op() == OpKind::kQAdd;
     float_conv += n->op() == OpKind::kConv;
     u8_pool += n->op() == OpKind::kMaxPool && n->input(0)->dtype() == DType::kUInt8;
+    u8_flatten += n->op() == OpKind::kFlatten && n->input(0)->dtype() == DType::kUInt8;
   }
   EXPECT_EQ(qconv, 3);
   EXPECT_EQ(qadd, 1);
   EXPECT_EQ(u8_pool, 1);
+  EXPECT_EQ(u8_flatten, 1);
   EXPECT_EQ(float_conv, 0);
   Expected<Tensor> after = run(g);
   ASSERT_TRUE(after.ok()) << after.status().message();

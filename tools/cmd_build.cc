@@ -166,6 +166,7 @@ int RunBuild(const BuildOptions& o) {
     bopts.precision = o.fp16 ? Precision::kFp16 : o.bf16 ? Precision::kBf16 : Precision::kFp32;
     bopts.tf32 = o.tf32;
     bopts.packed_weights = !o.no_packed_weights;
+    bopts.disabled_passes = o.disabled;  // the saved plan skips them too, as the report above did
     bopts.timing_cache = o.timing_cache;
     bopts.progress = [](const std::string& line) { std::fprintf(stderr, "kiln build: %s\n", line.c_str()); };
     auto engine = Engine::BuildFromOnnx(o.model, bopts);

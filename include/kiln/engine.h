@@ -92,6 +92,8 @@ struct BuildOptions {
   // packs nothing; the plan grows by about the packed layers' weights again. false: smaller plans, each
   // process packs at its first run.
   bool packed_weights = true;
+  // Optimizer passes to skip, by name (docs/OPTIMIZATIONS.md lists them); an unknown name is an error.
+  std::vector<std::string> disabled_passes;
   // GPU plans: FP32 convolutions and GEMMs may use TF32 tensor cores (10-bit mantissas); the plan records
   // "tf32" as those layers' precision. The environment variable KILN_CUDA_TF32 (1 or 0) overrides it.
   bool tf32 = false;

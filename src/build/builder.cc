@@ -25,7 +25,9 @@ void Progress(const BuildOptions& options, const std::string& line) {
 
 // Runs the optimizer's pass pipeline (src/passes/): the single call site of the optimizer in the build.
 Status Optimize(Graph& graph, const BuildOptions& options) {
-  KILN_ASSIGN_OR_RETURN(PipelineReport report, RunPipeline(graph));
+  PipelineOptions pipeline;
+  pipeline.disabled.insert(options.disabled_passes.begin(), options.disabled_passes.end());
+  KILN_ASSIGN_OR_RETURN(PipelineReport report, RunPipeline(graph, pipeline));
   Progress(options, "optimized: " + std::to_string(report.layers_before) + " -> " +
                         std::to_string(report.layers_after) + " layers");
   return Status::Ok();

@@ -4,8 +4,10 @@
 // reference kernel computes exactly that sub-graph (dequantize, the float op, quantize):
 //   kiln.QConv  Y = Q(act(Conv(DQ(X, x_scale, x_zero_point), DQ(W, w_scale, w_zero_point), B)),
 //                     y_scale, y_zero_point)
-//               inputs X, x_scale, x_zero_point?, W, w_scale, w_zero_point?, y_scale, y_zero_point, B?
+//               inputs X, x_scale, x_zero_point?, W, w_scale, w_zero_point?, y_scale?, y_zero_point?, B?
 //               X and Y 8-bit (u8 or i8; Y's type is y_zero_point's), W i8 or u8, B float, scales float.
+//               Without y_scale and y_zero_point (a convolution whose output the model keeps in float,
+//               as TensorRT's and NNCF's Q/DQ placement leaves most of them) Y is f32: no final Q.
 //               x_scale, x_zero_point, y_scale and y_zero_point are per tensor (one element); w_scale and
 //               w_zero_point per tensor or per output channel ([M], axis 0). Attributes: Conv's, the fused
 //               activation (`activation` Relu or Clip, as kiln.FusedConv), and `channels_last` (1: X and Y
@@ -32,17 +34,22 @@ const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
 
 bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
-// The inputs both ops require (the zero points of X / A and W / B, inputs 2 and 5, are optional).
+// The inputs both ops require (the zero points of X / A and W / B, inputs 2 and 5, are optional; so are
+// kiln.QConv's y_scale and y_zero_point, together).
 constexpr size_t kRequired[] = {0, 1, 3, 4, 6, 7};
+
+bool FloatOutput(const Node& node) { return node.op() == OpKind::kQConv && !node.input(6) && !node.input(7); }
 
 Status CheckRequired(const Node& node) {
   for (size_t i : kRequired) {
+    if ((i == 6 || i == 7) && FloatOutput(node)) continue;
     if (!node.input(i)) return InvalidArgument(std::string(node.op_name()) + ": required input " + std::to_string(i) + " is missing");
   }
   return Status::Ok();
 }
 Status CheckRequired(const KernelContext& ctx) {
   for (size_t i : kRequired) {
+    if ((i == 6 || i == 7) && FloatOutput(ctx.node())) continue;
     if (!ctx.input(i)) return ctx.Error(std::string(ctx.node().op_name()) + ": input " + std::to_string(i) + " is missing");
   }
   return Status::Ok();
@@ -115,8 +122,8 @@ Status ValidateQConv(const Node& node) {
 Status InferQConv(InferContext& ctx) {
   KILN_RETURN_IF_ERROR(CheckRequired(ctx.node()));
   const DType xt = ctx.input_dtype(0);
-  const DType yt = ctx.input_dtype(7);
-  if (!Is8Bit(xt) || !Is8Bit(ctx.input_dtype(3)) || !Is8Bit(yt)) {
+  const DType yt = FloatOutput(ctx.node()) ? DType::kFloat32 : ctx.input_dtype(7);
+  if (!Is8Bit(xt) || !Is8Bit(ctx.input_dtype(3)) || (!FloatOutput(ctx.node()) && !Is8Bit(yt))) {
     return ctx.Error("X, W and y_zero_point must be u8 or i8");
   }
   // The output shape is Conv's on float stand-ins (NCHW).
@@ -170,9 +177,13 @@ Status RunQConv(KernelContext& ctx) {
   const Tensor* b = ctx.input(8);
   if (b && b->dtype() != DType::kFloat32) return ctx.Error("B must be f32, got " + b->Description());
   KILN_ASSIGN_OR_RETURN(Tensor yf, RunAs(OpKind::kFusedConv, ctx.node(), {&xf, &wf, b}));
+  if (nhwc) yf = PermuteRank4(yf, kToNhwc);
+  if (FloatOutput(ctx.node())) {
+    ctx.SetOutput(0, std::move(yf));
+    return Status::Ok();
+  }
   KILN_ASSIGN_OR_RETURN(double ys, PerTensor(ctx.input(6), 1.0, "y_scale"));
   KILN_ASSIGN_OR_RETURN(double yz, PerTensor(ctx.input(7), 0.0, "y_zero_point"));
-  if (nhwc) yf = PermuteRank4(yf, kToNhwc);
   KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, ctx.input(7)->dtype(), yf.sizes()));
   Quantize(yf, static_cast<float>(ys), static_cast<int64_t>(yz), *y);
   return Status::Ok();

@@ -2,7 +2,8 @@
 // TensorRT's or NNCF's tools keeps float ops and brackets them with DequantizeLinear on the inputs and
 // QuantizeLinear on the output; this pass turns each bracket that an 8-bit kernel can run into one node:
 //   Q(act(Conv(DQ(x), DQ(W), B))) -> kiln.QConv(x, W, B)     W a constant, B a float constant or the
-//                                                            DQ of an i32 constant (the form tools write)
+//                                                            DQ of an i32 constant (the form tools write);
+//   act(Conv(DQ(x), DQ(W), B))    -> kiln.QConv, f32 output  where no Q follows (TensorRT / NNCF style)
 //   Q(act(Add(DQ(a), DQ(b))))     -> kiln.QAdd(a, b)         a, b the same shape
 //   Q(op(DQ(x)))                  -> op(x)                   op MaxPool, Reshape, Flatten, Transpose,
 //                                                            Squeeze, Unsqueeze or Concat (every input a DQ);
@@ -119,19 +120,34 @@ Expected<bool> FuseConv(Graph& g, Node* conv, PassReport& report) {
   Attributes act;
   Node* act_node = nullptr;
   Node* q = OutputQ(conv->output(0), &act_node, &act);
-  if (!q) return false;
+  Value* out = q ? q->output(0) : nullptr;
+  if (!q) {
+    // The model keeps this convolution's output in float (TensorRT's and NNCF's Q/DQ placement): an 8-bit
+    // convolution with an f32 output, with a ReLU / Clip that is its only reader.
+    act = Attributes();
+    act_node = nullptr;
+    Value* y = conv->output(0);
+    if (Node* next = HasSingleUse(y) ? y->uses()[0].node : nullptr;
+        next && (next->op() == OpKind::kRelu || next->op() == OpKind::kClip) && FusableActivation(next, act)) {
+      act_node = next;
+    } else {
+      act = Attributes();
+    }
+    out = act_node ? act_node->output(0) : y;
+  }
 
   Attributes attrs = conv->attrs();
   CopyActivation(act, attrs);
   std::vector<Value*> inputs = {dqx->input(0), dqx->input(1), dqx->input(2), dqw->input(0), dqw->input(1),
-                                dqw->input(2), q->input(1),   q->input(2),   bias};
+                                dqw->input(2), q ? q->input(1) : nullptr, q ? q->input(2) : nullptr, bias};
   while (!inputs.back()) inputs.pop_back();
   std::vector<std::string> names = {NodeName(dqx), NodeName(dqw), NodeName(conv)};
   if (act_node) names.push_back(NodeName(act_node));
-  names.push_back(NodeName(q));
+  if (q) names.push_back(NodeName(q));
   KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {conv, act_node, q}, OpKind::kQConv, NodeName(conv), inputs,
-                                               {q->output(0)}, std::move(attrs), conv->opset()));
-  report.Count("DQ -> Conv -> Q run as an 8-bit convolution (kiln.QConv)");
+                                               {out}, std::move(attrs), conv->opset()));
+  report.Count(q ? "DQ -> Conv -> Q run as an 8-bit convolution (kiln.QConv)"
+                 : "DQ -> Conv run as an 8-bit convolution with a float output (kiln.QConv)");
   report.Fused(f->name(), "kiln.QConv", names);
   return true;
 }

@@ -82,6 +82,24 @@ void ExpectQuantClose(const Tensor& want, const Tensor& got, int max_step, doubl
       << what << ": the case saturates; pick other scales";
 }
 
+// f32 outputs: the kernel's exact i32 accumulation scaled once against the reference's float convolution
+// of dequantized values (sums of up to 144 products rounded in float): within 1e-5 of the output's
+// largest magnitude (measured: a few 1e-7); a wrong tap, pad or scale is off by a whole product (> 1e-3).
+void ExpectFloatClose(const Tensor& want, const Tensor& got, const std::string& what) {
+  ASSERT_EQ(got.dtype(), DType::kFloat32) << what;
+  ASSERT_EQ(want.sizes(), got.sizes()) << what;
+  double peak = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) peak = std::max(peak, std::fabs(double{want.data<float>()[i]}));
+  ASSERT_GT(peak, 0) << what;
+  int bad = 0;
+  for (int64_t i = 0; i < want.numel() && bad < 5; ++i) {
+    const double e = want.data<float>()[i], a = got.data<float>()[i];
+    const bool ok = std::fabs(e - a) <= 1e-5 * peak;
+    EXPECT_TRUE(ok) << what << "[" << i << "]: expected " << e << ", got " << a;
+    bad += !ok;
+  }
+}
+
 struct QConvCase {
   std::string name;
   Ints x;  // NCHW sizes
@@ -91,7 +109,7 @@ struct QConvCase {
   int x_zero = 0;
   bool per_channel = true;
   bool bias = true;
-  DType yt = DType::kUInt8;
+  DType yt = DType::kUInt8;  // kFloat32: no y_scale / y_zero_point (an f32 output)
   int y_zero = 0;
 };
 
@@ -122,6 +140,12 @@ std::vector<QConvCase> QConvCases() {
        true, DType::kInt8, 3},
       {"same_upper", {1, 5, 8, 8}, {7, 5, 3, 3}, A({{"auto_pad", std::string("SAME_UPPER")}, {"strides", Ints{2, 2}}}),
        DType::kUInt8, 40, true, false, DType::kUInt8, 90},
+      // f32 outputs (no final Q), with and without a fused ReLU, an X zero point and padding
+      {"float_out_3x3_relu", {2, 16, 9, 9}, {20, 16, 3, 3},
+       A({{"pads", Ints{1, 1, 1, 1}}, {"activation", std::string("Relu")}}), DType::kUInt8, 30, true, true,
+       DType::kFloat32},
+      {"float_out_signed_grouped", {1, 8, 7, 6}, {8, 4, 3, 3}, A({{"group", int64_t{2}}, {"strides", Ints{2, 2}}}),
+       DType::kInt8, 3, false, true, DType::kFloat32},
   };
   return c;
 }
@@ -159,8 +183,8 @@ void BuildQConv(const QConvCase& c, bool channels_last, QConvGraph& out) {
       out.g.AddConstant("w", RandomInt8(DType::kInt8, c.w, rng, -127, 127)),
       out.g.AddConstant("w_scale", std::move(ws)),
       nullptr,
-      out.g.AddConstant("y_scale", Scalar(DType::kFloat32, sy)),
-      out.g.AddConstant("y_zero", Scalar(c.yt, c.y_zero)),
+      c.yt == DType::kFloat32 ? nullptr : out.g.AddConstant("y_scale", Scalar(DType::kFloat32, sy)),
+      c.yt == DType::kFloat32 ? nullptr : out.g.AddConstant("y_zero", Scalar(c.yt, c.y_zero)),
       c.bias ? out.g.AddConstant("b", std::move(b)) : nullptr,
   };
   while (!ins.back()) ins.pop_back();
@@ -221,7 +245,11 @@ TEST(QuantizedTactics, QConvMatchesReference) {
       for (int rep = 0; rep < 2; ++rep) {  // the second run reuses the cached primitive and packed weights
         Expected<Tensor> got = RunNode(*q.node, ins, kernel.get());
         ASSERT_TRUE(got.ok()) << got.status().message();
-        ExpectQuantClose(*want, *got, 1, 0.02, c.name);
+        if (c.yt == DType::kFloat32) {
+          ExpectFloatClose(*want, *got, c.name);
+        } else {
+          ExpectQuantClose(*want, *got, 1, 0.02, c.name);
+        }
       }
     }
   }
@@ -424,6 +452,57 @@ TEST(FuseQdq, FusesOnnxruntimeStyleGraphAndKeepsResults) {
     differ += e != a;
   }
   EXPECT_LE(differ, before->numel() / 50 + 1);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// TensorRT / NNCF placement: Q/DQ only on the convolution's inputs, its output (after a ReLU) stays float.
+// The pass makes a kiln.QConv with an f32 output and the ReLU fused; results as before within float
+// rounding (ExpectFloatClose's bound).
+TEST(FuseQdq, FloatOutputConvolution) {
+  std::mt19937 rng(5);
+  Graph g;
+  Value* in = g.AddValue("input", DType::kFloat32, Shape::FromSizes({1, 6, 10, 10}));
+  g.AddInput(in);
+  auto c = [&](const std::string& name, Tensor t) { return g.AddConstant(name, std::move(t)); };
+  Value* xq = g.AddValue("xq", DType::kUndefined);
+  g.AddNode(OpKind::kQuantizeLinear, "Qx", {in, c("sx", Scalar(DType::kFloat32, 0.02)), c("zx", Scalar(DType::kInt8, 0))},
+            {xq}, 13);
+  Value* x = g.AddValue("x", DType::kUndefined);
+  g.AddNode(OpKind::kDequantizeLinear, "DQx", {xq, c("sx2", Scalar(DType::kFloat32, 0.02)), c("zx2", Scalar(DType::kInt8, 0))},
+            {x}, 13);
+  Value* w = g.AddValue("w", DType::kUndefined);
+  g.AddNode(OpKind::kDequantizeLinear, "DQw",
+            {c("wq", RandomInt8(DType::kInt8, {9, 6, 3, 3}, rng, -127, 127)), c("sw", Scalar(DType::kFloat32, 0.01))},
+            {w}, 13);
+  Value* y = g.AddValue("y", DType::kUndefined);
+  g.AddNode(OpKind::kConv, "Conv", {x, w}, {y}, 13)->attrs().Set("pads", Ints{1, 1, 1, 1});
+  Value* r = g.AddValue("r", DType::kUndefined);
+  g.AddNode(OpKind::kRelu, "Relu", {y}, {r}, 13);
+  g.AddOutput(r);
+  ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
+  Tensor feed(DType::kFloat32, {1, 6, 10, 10});
+  std::uniform_real_distribution<float> d(-2.f, 2.f);
+  for (int64_t i = 0; i < feed.numel(); ++i) feed.data<float>()[i] = d(rng);
+  auto before = RunReference(g, {{"input", feed}});
+  ASSERT_TRUE(before.ok()) << before.status().message();
+  ASSERT_TRUE(RunPipeline(g, PipelineOptions{}).ok());
+  const Node* qconv = nullptr;
+  for (const Node* n : g.nodes()) {
+    EXPECT_NE(n->op(), OpKind::kConv);
+    EXPECT_NE(n->op(), OpKind::kRelu);
+    if (n->op() == OpKind::kQConv) qconv = n;
+  }
+  ASSERT_NE(qconv, nullptr);
+  EXPECT_EQ(qconv->output(0)->dtype(), DType::kFloat32);
+  EXPECT_EQ(qconv->attrs().GetString("activation", ""), "Relu");
+  auto after = RunReference(g, {{"input", feed}});
+  ASSERT_TRUE(after.ok()) << after.status().message();
+  ExpectFloatClose(before->at("r"), after->at("r"), "float-output QConv");
 }
 
 }  // namespace

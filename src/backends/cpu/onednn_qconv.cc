@@ -1,5 +1,6 @@
 // kiln.QConv (src/ops/quantized.cc) on oneDNN's 8-bit convolution: "onednn.qconv". X u8 or i8, W i8
-// (symmetric: zero points 0, as onnxruntime's and TensorRT's quantizers write weights), Y u8 or i8, an
+// (symmetric: zero points 0, as onnxruntime's and TensorRT's quantizers write weights), Y u8 or i8 (or
+// f32 for a kiln.QConv without y_scale: then sy = 1 and zy = 0 below), an
 // i32 accumulation on the CPU's VNNI dot-product instructions (vpdpbusd) where it has them. The kernel
 // computes Y = saturate(round(act((acc + B / (sx * sw[c])) * sx * sw[c] / sy)) + zy), acc the integer
 // convolution of (X - zx) and W: oneDNN 2.x adds the bias before the output scale (per output channel
@@ -31,6 +32,7 @@ constexpr size_t kMaxCachedShapes = 16;
 bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 memory::data_type DnnlType(DType t) { return t == DType::kUInt8 ? memory::data_type::u8 : memory::data_type::s8; }
+memory::data_type YType(DType t) { return t == DType::kFloat32 ? memory::data_type::f32 : DnnlType(t); }
 
 // A dense row-major descriptor of `dims` with element type `dt`.
 memory::desc Dense(const std::vector<int64_t>& dims, memory::data_type dt) {
@@ -51,7 +53,9 @@ std::string WhyNotQConv(const Node& node) {
   if (!x->shape() || x->shape()->rank() != 4) return "only 2-D convolutions";
   const Tensor* wt = Const(node, 3);
   if (!wt || wt->rank() != 4) return "W must be a rank-4 constant";
+  const bool float_out = !node.input(6) && !node.input(7);
   for (size_t i : {1, 4, 6, 7}) {
+    if (float_out && (i == 6 || i == 7)) continue;
     if (!Const(node, i)) return "scales and zero points must be constants";
   }
   if (node.input(2) && !Const(node, 2)) return "x_zero_point must be a constant";
@@ -69,7 +73,7 @@ std::string WhyNotQConv(const Node& node) {
   }
   const std::string act = node.attrs().GetString("activation", "");
   if (!act.empty() && act != "Relu" && act != "Clip") return "activation not supported";
-  if (node.output(0) && !Is8Bit(node.output(0)->dtype())) return "Y must be 8-bit";
+  if (node.output(0) && !float_out && !Is8Bit(node.output(0)->dtype())) return "Y must be 8-bit";
   return "";
 }
 
@@ -104,7 +108,8 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   const Tensor& w = *ctx.input(3);
   const Tensor& ws = *ctx.input(4);
   const Tensor* b = ctx.input(8);
-  const DType yt = ctx.input(7)->dtype();
+  const bool float_out = !ctx.input(6) && !ctx.input(7);
+  const DType yt = float_out ? DType::kFloat32 : ctx.input(7)->dtype();
   const bool nhwc = ctx.attrs().GetInt("channels_last", 0) != 0;
   const int64_t group = ctx.attrs().GetInt("group", 1);
   const int64_t m = w.size(0);
@@ -114,7 +119,7 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   p->y_sizes = nhwc ? std::vector<int64_t>{y_nchw[0], y_nchw[2], y_nchw[3], y_nchw[1]} : y_nchw;
   const auto tag = nhwc ? memory::format_tag::nhwc : memory::format_tag::nchw;
   p->src_user = memory::desc(xs, DnnlType(x.dtype()), tag);
-  p->dst_user = memory::desc(y_nchw, DnnlType(yt), tag);
+  p->dst_user = memory::desc(y_nchw, YType(yt), tag);
   std::vector<int64_t> wdims = w.sizes();
   if (group > 1) {
     wdims[0] = m / group;
@@ -123,7 +128,7 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   p->weights_user = Dense(wdims, memory::data_type::s8);
   const auto any = memory::format_tag::any;
   const memory::desc src_md = nhwc ? p->src_user : memory::desc(xs, DnnlType(x.dtype()), any);
-  const memory::desc dst_md = nhwc ? p->dst_user : memory::desc(y_nchw, DnnlType(yt), any);
+  const memory::desc dst_md = nhwc ? p->dst_user : memory::desc(y_nchw, YType(yt), any);
   const memory::desc weights_md(wdims, memory::data_type::s8, any);
   const memory::desc bias_md = Dense({m}, memory::data_type::f32);
   memory::dims strides, dilates, pad_l, pad_r;
@@ -141,7 +146,7 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   // Scales: sx * sw[c] / sy per output channel (the mask names Y's dim 1, grouped or not), and the bias in
   // the accumulator's units.
   const double sx = ctx.input(1)->GetAsDouble(0);
-  const double sy = ctx.input(6)->GetAsDouble(0);
+  const double sy = float_out ? 1.0 : ctx.input(6)->GetAsDouble(0);  // f32 Y: the real value itself
   std::vector<float> scales(static_cast<size_t>(m));
   bias_.assign(static_cast<size_t>(m), 0.f);
   for (int64_t c = 0; c < m; ++c) {
@@ -152,7 +157,7 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   dnnl::primitive_attr attr;
   attr.set_output_scales(1 << 1, scales);
   x_zero_ = ctx.input(2) ? static_cast<int32_t>(ctx.input(2)->GetAsInt64(0)) : 0;
-  y_zero_ = static_cast<int32_t>(ctx.input(7)->GetAsInt64(0));
+  y_zero_ = float_out ? 0 : static_cast<int32_t>(ctx.input(7)->GetAsInt64(0));
   if (x_zero_ != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   if (y_zero_ != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
   dnnl::post_ops po;
@@ -183,7 +188,9 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
 }
 
 Status QConvKernel::RunImpl(KernelContext& ctx) {
+  const bool float_out = !ctx.input(6) && !ctx.input(7);
   for (size_t i : {0, 1, 3, 4, 6, 7}) {
+    if (float_out && (i == 6 || i == 7)) continue;
     if (!ctx.input(i)) return InvalidArgument("onednn.qconv: input " + std::to_string(i) + " is missing");
   }
   const Tensor& x = *ctx.input(0);
@@ -208,7 +215,8 @@ Status QConvKernel::RunImpl(KernelContext& ctx) {
   KILN_ASSIGN_OR_RETURN(Prepared * p, Prepare(ctx, xs, g));
   if (!stream_) stream_.emplace(Engine());
   dnnl::stream& s = *stream_;
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, ctx.input(7)->dtype(), p->y_sizes));
+  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(
+                                        0, float_out ? DType::kFloat32 : ctx.input(7)->dtype(), p->y_sizes));
   memory y_mem = Wrap(p->dst_user, y->raw_data());
   memory dst = p->dst_out ? p->dst_buf : y_mem;
   memory src = Wrap(p->src_user, x);

@@ -2,6 +2,8 @@
 // come from hand computation or from small independent NumPy loops (naive conv / pool definitions).
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <cmath>
 #include <functional>
 
@@ -188,6 +190,24 @@ TEST(NnConvTest, ShapeInferenceKeepsSymbolicBatch) {
   ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
   EXPECT_EQ(y->shape()->ToString(), "[batch,16,112,112]");
   EXPECT_EQ(p->shape()->ToString(), "[batch,16,56,56]");  // ceil((112 - 3) / 2) + 1 = 56
+}
+
+// Spatial sizes near the int64 range (a damaged plan or model) are an error, not an overflow: the plan
+// fuzzer reached ComputeWindowDim with a dim of 2^63 - 5 and pads of 256 (UBSan: signed overflow). (Huge
+// pads, strides and dilations are already refused by the attribute checks.)
+TEST(NnConvTest, HugeSpatialSizesAreErrors) {
+  for (const int64_t size : {std::numeric_limits<int64_t>::max() - 4, int64_t{1} << 41}) {
+    Graph g;
+    Value* x = g.AddValue("x", DType::kFloat32, Shape::FromSizes({1, 1, size, 8}));
+    g.AddInput(x);
+    Value* w = g.AddConstant("w", Tensor(DType::kFloat32, {1, 1, 3, 3}));
+    Value* y = g.AddValue("y", DType::kUndefined);
+    g.AddNode(OpKind::kConv, "conv", {x, w}, {y}, 13)->attrs().Set("pads", std::vector<int64_t>{256, 0, 256, 0});
+    g.AddOutput(y);
+    const Status st = InferShapes(g);
+    EXPECT_FALSE(st.ok()) << size;
+    EXPECT_NE(st.message().find("out of range"), std::string::npos) << st.message();
+  }
 }
 
 TEST(NnConvTest, BadAttributesAreErrors) {

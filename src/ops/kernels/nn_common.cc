@@ -88,6 +88,17 @@ Expected<WindowParams> ReadWindowParams(const Attributes& attrs, std::vector<int
 }
 
 Expected<WindowDim> ComputeWindowDim(const WindowParams& p, size_t d, int64_t in) {
+  // Bounds that keep every product below 2^63 (sizes and pads up to 2^40, kernel, stride and dilation up
+  // to 2^20): a damaged plan or model may carry any int64, and no real window comes near them.
+  constexpr int64_t kMaxSize = int64_t{1} << 40, kMaxStep = int64_t{1} << 20;
+  const int64_t pad_b = p.pads.size() > d ? p.pads[d] : 0;
+  const int64_t pad_e = p.pads.size() > d + p.kernel.size() ? p.pads[d + p.kernel.size()] : 0;
+  if (in < 0 || in > kMaxSize || pad_b > kMaxSize || pad_e > kMaxSize || p.kernel[d] > kMaxStep ||
+      p.strides[d] > kMaxStep || p.dilations[d] > kMaxStep) {
+    return InvalidArgument("spatial dim " + std::to_string(d) + ": size " + std::to_string(in) + ", kernel " +
+                           std::to_string(p.kernel[d]) + ", stride " + std::to_string(p.strides[d]) + ", dilation " +
+                           std::to_string(p.dilations[d]) + " or pads are out of range");
+  }
   const int64_t s = p.strides[d];
   const int64_t eff = (p.kernel[d] - 1) * p.dilations[d] + 1;
   WindowDim w;

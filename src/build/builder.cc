@@ -164,6 +164,7 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
       TacticOptions tactic_options;
       tactic_options.progress = options.progress;
       tactic_options.allow_bf16 = options.precision == Precision::kBf16;
+      tactic_options.collect_packed_weights = options.packed_weights;
       std::map<std::string, std::vector<int64_t>> known_sizes;
       if (options.fast_kernels) {
         KILN_ASSIGN_OR_RETURN(known_sizes, FoldedSizes(*graph, sizes));
@@ -175,7 +176,6 @@ Expected<plan::Plan> BuildPlan(Graph graph_in, const BuildOptions& options, cons
       }
       for (TacticChoice& c : choices) {
         plan.layers.push_back({c.tactic, c.precision});
-        if (!options.packed_weights) continue;
         for (PackedInput& p : c.packed) {
           plan.packed.push_back({p.value, std::move(p.layout), std::make_shared<const Tensor>(std::move(p.bytes))});
         }

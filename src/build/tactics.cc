@@ -136,7 +136,7 @@ Expected<std::vector<TacticChoice>> ChooseTactics(const std::vector<const Node*>
       if (out[i].timings[j].tactic != out[i].tactic) cands[j].kernel.reset();
     }
     for (const Value* v : node.inputs()) {
-      if (!v || !v->is_constant()) continue;
+      if (!options.collect_packed_weights || !v || !v->is_constant()) continue;
       for (cpu::PackedWeightCopy& c : cpu::LivePackedWeights(*v->constant())) {
         out[i].packed.push_back({v->name(), std::move(c.layout), std::move(c.bytes)});
       }

@@ -39,6 +39,8 @@ struct TacticOptions {
   int min_runs = 3;
   double budget_ms = 20;
   std::function<void(const std::string&)> progress;  // "choosing tactics: 12/57 layers"
+  // Keep the chosen kernels' packed weights (TacticChoice::packed), for a plan that stores them.
+  bool collect_packed_weights = false;
   // Sizes of values whose shape the bound graph leaves unknown (data-dependent shape arithmetic that
   // constant folding resolves for static input sizes), by value name. Optional.
   const std::map<std::string, std::vector<int64_t>>* known_sizes = nullptr;

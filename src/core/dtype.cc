@@ -87,6 +87,8 @@ bool IsFloat(DType t) {
   return t == DType::kFloat32 || t == DType::kFloat64 || t == DType::kFloat16 || t == DType::kBFloat16;
 }
 
+bool Is8BitInteger(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
+
 bool IsInteger(DType t) {
   switch (t) {
     case DType::kInt8: case DType::kUInt8: case DType::kInt16: case DType::kUInt16:

@@ -40,6 +40,7 @@ std::string_view DTypeNumpyDescr(DType t);
 std::optional<DType> DTypeFromNumpyDescr(std::string_view descr);
 bool IsFloat(DType t);    // f16, bf16, f32, f64
 bool IsInteger(DType t);  // signed or unsigned integers, not bool
+bool Is8BitInteger(DType t);  // u8 or i8: the quantized types of the 8-bit kernels
 bool IsSigned(DType t);   // signed integers and floats
 
 // IEEE binary16, stored as raw bits. Arithmetic is done by converting to float.

@@ -32,7 +32,6 @@ namespace {
 const std::vector<int64_t> kToNchw = {0, 3, 1, 2};
 const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
 
-bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 // The inputs both ops require (the zero points of X / A and W / B, inputs 2 and 5, are optional; so are
 // kiln.QConv's y_scale and y_zero_point, together).
@@ -55,57 +54,33 @@ Status CheckRequired(const KernelContext& ctx) {
   return Status::Ok();
 }
 
-// The one element of a per-tensor parameter (absent: `fallback`).
-Expected<double> PerTensor(const Tensor* t, double fallback, const char* what) {
-  if (!t) return fallback;
-  if (t->numel() != 1) return InvalidArgument(std::string(what) + " must have one element, got " + t->Description());
-  return t->GetAsDouble(0);
+// The QuantizeLinear / DequantizeLinear reference kernel (`op`) on `ins` (x, scale, zero point?) with
+// per-axis parameters along `axis`: the ops below are defined by these very kernels, so their reference
+// computes the QDQ sub-graph exactly.
+Expected<Tensor> RunQdq(OpKind op, std::vector<const Tensor*> ins, int64_t axis) {
+  Graph g;
+  std::vector<Value*> values;
+  for (size_t i = 0; i < ins.size(); ++i) {
+    values.push_back(ins[i] ? g.AddValue("in" + std::to_string(i), ins[i]->dtype()) : nullptr);
+  }
+  Node* n = g.AddNode(op, "qdq", std::move(values), {g.AddValue("out", DType::kUndefined)}, 13);
+  n->attrs().Set("axis", axis);
+  return RunAs(op, *n, std::move(ins));
 }
 
-// (q - zero_point[c]) * scale[c] as f32, c the index along dim 0 when the parameters are per channel.
-Expected<Tensor> Dequantize(const Tensor& q, const Tensor& scale, const Tensor* zero_point, const char* what) {
-  if (!Is8Bit(q.dtype())) return InvalidArgument(std::string(what) + " must be u8 or i8, got " + q.Description());
-  if (zero_point && zero_point->dtype() != q.dtype()) {
-    return InvalidArgument(std::string(what) + "'s zero point must have its dtype, got " + zero_point->Description());
-  }
-  const int64_t channels = scale.numel();
-  if (channels != 1 && (q.rank() == 0 || q.size(0) != channels)) {
-    return InvalidArgument(std::string(what) + "'s scale " + scale.Description() + " is neither per tensor nor per " +
-                           "channel of " + q.Description());
-  }
-  if (zero_point && zero_point->numel() != channels) {
-    return InvalidArgument(std::string(what) + "'s zero point " + zero_point->Description() +
-                           " does not match its scale " + scale.Description());
-  }
-  Tensor out(DType::kFloat32, q.sizes());
-  const int64_t per = channels == 0 ? 0 : q.numel() / channels;
-  float* dst = out.data<float>();
-  for (int64_t c = 0; c < channels; ++c) {
-    const float s = static_cast<float>(scale.GetAsDouble(c));
-    const int64_t z = zero_point ? zero_point->GetAsInt64(c) : 0;
-    for (int64_t i = c * per; i < (c + 1) * per; ++i) dst[i] = static_cast<float>(q.GetAsInt64(i) - z) * s;
-  }
-  return out;
+// Input i of `ctx` dequantized; `what` names it in errors (it must be 8-bit).
+Expected<Tensor> Dequantized(const KernelContext& ctx, const Tensor& q, size_t scale, const char* what,
+                             int64_t axis = 1) {
+  if (!Is8BitInteger(q.dtype())) return ctx.Error(std::string(what) + " must be u8 or i8, got " + q.Description());
+  return RunQdq(OpKind::kDequantizeLinear, {&q, ctx.input(scale), ctx.input(scale + 1)}, axis);
 }
 
-// QuantizeLinear of an f32 tensor with per-tensor parameters into `out` (u8 or i8).
-void Quantize(const Tensor& x, float scale, int64_t zero_point, Tensor& out) {
-  const float* src = x.data<float>();
-  VisitDType(out.dtype(), [&](auto tag) {
-    using Q = decltype(tag);
-    if constexpr (std::is_same_v<Q, uint8_t> || std::is_same_v<Q, int8_t>) {
-      Q* dst = out.data<Q>();
-      const double lo = std::numeric_limits<Q>::lowest();
-      const double hi = std::numeric_limits<Q>::max();
-      for (int64_t i = 0; i < x.numel(); ++i) {
-        double r = static_cast<double>(std::nearbyint(src[i] / scale)) + static_cast<double>(zero_point);
-        if (std::isnan(r)) r = 0;
-        dst[i] = static_cast<Q>(std::clamp(r, lo, hi));
-      }
-    }
-  });
+// `y` quantized with the node's y_scale and y_zero_point (inputs 6 and 7) as output 0.
+Status SetQuantizedOutput(KernelContext& ctx, const Tensor& y) {
+  KILN_ASSIGN_OR_RETURN(Tensor q, RunQdq(OpKind::kQuantizeLinear, {&y, ctx.input(6), ctx.input(7)}, 1));
+  ctx.SetOutput(0, std::move(q));
+  return Status::Ok();
 }
-
 
 // ---- kiln.QConv ----------------------------------------------------------------------------------------
 
@@ -123,7 +98,7 @@ Status InferQConv(InferContext& ctx) {
   KILN_RETURN_IF_ERROR(CheckRequired(ctx.node()));
   const DType xt = ctx.input_dtype(0);
   const DType yt = FloatOutput(ctx.node()) ? DType::kFloat32 : ctx.input_dtype(7);
-  if (!Is8Bit(xt) || !Is8Bit(ctx.input_dtype(3)) || (!FloatOutput(ctx.node()) && !Is8Bit(yt))) {
+  if (!Is8BitInteger(xt) || !Is8BitInteger(ctx.input_dtype(3)) || (!FloatOutput(ctx.node()) && !Is8BitInteger(yt))) {
     return ctx.Error("X, W and y_zero_point must be u8 or i8");
   }
   // The output shape is Conv's on float stand-ins (NCHW).
@@ -172,8 +147,8 @@ Status RunQConv(KernelContext& ctx) {
   for (size_t i : {1, 2, 6, 7}) {
     if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error("kiln.QConv's x and y parameters are per tensor");
   }
-  KILN_ASSIGN_OR_RETURN(Tensor xf, Dequantize(*x, *ctx.input(1), ctx.input(2), "X"));
-  KILN_ASSIGN_OR_RETURN(Tensor wf, Dequantize(*ctx.input(3), *ctx.input(4), ctx.input(5), "W"));
+  KILN_ASSIGN_OR_RETURN(Tensor xf, Dequantized(ctx, *x, 1, "X"));
+  KILN_ASSIGN_OR_RETURN(Tensor wf, Dequantized(ctx, *ctx.input(3), 4, "W", /*axis=*/0));  // per output channel
   const Tensor* b = ctx.input(8);
   if (b && b->dtype() != DType::kFloat32) return ctx.Error("B must be f32, got " + b->Description());
   KILN_ASSIGN_OR_RETURN(Tensor yf, RunAs(OpKind::kFusedConv, ctx.node(), {&xf, &wf, b}));
@@ -182,11 +157,7 @@ Status RunQConv(KernelContext& ctx) {
     ctx.SetOutput(0, std::move(yf));
     return Status::Ok();
   }
-  KILN_ASSIGN_OR_RETURN(double ys, PerTensor(ctx.input(6), 1.0, "y_scale"));
-  KILN_ASSIGN_OR_RETURN(double yz, PerTensor(ctx.input(7), 0.0, "y_zero_point"));
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, ctx.input(7)->dtype(), yf.sizes()));
-  Quantize(yf, static_cast<float>(ys), static_cast<int64_t>(yz), *y);
-  return Status::Ok();
+  return SetQuantizedOutput(ctx, yf);
 }
 
 // ---- kiln.QAdd -----------------------------------------------------------------------------------------
@@ -199,7 +170,7 @@ Status ValidateQAdd(const Node& node) {
 
 Status InferQAdd(InferContext& ctx) {
   KILN_RETURN_IF_ERROR(CheckRequired(ctx.node()));
-  if (!Is8Bit(ctx.input_dtype(0)) || !Is8Bit(ctx.input_dtype(3)) || !Is8Bit(ctx.input_dtype(7))) {
+  if (!Is8BitInteger(ctx.input_dtype(0)) || !Is8BitInteger(ctx.input_dtype(3)) || !Is8BitInteger(ctx.input_dtype(7))) {
     return ctx.Error("A, B and y_zero_point must be u8 or i8");
   }
   std::optional<Shape> out;
@@ -213,21 +184,17 @@ Status InferQAdd(InferContext& ctx) {
 
 Status RunQAdd(KernelContext& ctx) {
   KILN_RETURN_IF_ERROR(CheckRequired(ctx));
-  for (size_t i : {1, 2, 4, 5}) {
+  for (size_t i : {1, 2, 4, 5, 6, 7}) {
     if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error("kiln.QAdd's scales and zero points are per tensor");
   }
-  KILN_ASSIGN_OR_RETURN(Tensor af, Dequantize(*ctx.input(0), *ctx.input(1), ctx.input(2), "A"));
-  KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantize(*ctx.input(3), *ctx.input(4), ctx.input(5), "B"));
+  KILN_ASSIGN_OR_RETURN(Tensor af, Dequantized(ctx, *ctx.input(0), 1, "A"));
+  KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantized(ctx, *ctx.input(3), 4, "B"));
   KILN_ASSIGN_OR_RETURN(Tensor sum, RunAs(OpKind::kAdd, ctx.node(), {&af, &bf}));
   if (ctx.attrs().GetString("activation", "") == "Relu") {
     float* p = sum.data<float>();
     for (int64_t i = 0; i < sum.numel(); ++i) p[i] = p[i] > 0.f ? p[i] : 0.f;
   }
-  KILN_ASSIGN_OR_RETURN(double ys, PerTensor(ctx.input(6), 1.0, "y_scale"));
-  KILN_ASSIGN_OR_RETURN(double yz, PerTensor(ctx.input(7), 0.0, "y_zero_point"));
-  KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, ctx.input(7)->dtype(), sum.sizes()));
-  Quantize(sum, static_cast<float>(ys), static_cast<int64_t>(yz), *y);
-  return Status::Ok();
+  return SetQuantizedOutput(ctx, sum);
 }
 
 }  // namespace

@@ -21,7 +21,6 @@
 namespace kiln {
 namespace {
 
-bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 // Whether `v` is a constant with `n` elements (n < 0: any count).
 bool ConstWithCount(const Value* v, int64_t n) {
@@ -33,29 +32,28 @@ bool ConstWithCount(const Value* v, int64_t n) {
 // zero point (any number of readers; the DQ stays for the others).
 Node* ActivationDq(const Value* x) {
   Node* dq = ProducerOf(x, OpKind::kDequantizeLinear, /*single_use=*/false);
-  if (!dq || !Is8Bit(dq->input(0)->dtype()) || dq->input(0)->is_constant()) return nullptr;
+  if (!dq || !Is8BitInteger(dq->input(0)->dtype()) || dq->input(0)->is_constant()) return nullptr;
   if (dq->attrs().GetInt("block_size", 0) != 0) return nullptr;
   if (!ConstWithCount(dq->input(1), 1) || ConstantOf(dq->input(1))->dtype() != DType::kFloat32) return nullptr;
   if (dq->input(2) && !ConstWithCount(dq->input(2), 1)) return nullptr;
   return dq;
 }
 
-// The per-tensor QuantizeLinear that is the only reader of `y` (through a ReLU/Clip that is y's only
-// reader when `act` is given, which then receives the activation), with constant 8-bit parameters.
-Node* OutputQ(Value* y, Node** act_node, Attributes* act) {
+// The ReLU or Clip that is the only reader of `y`, its parameters set in `act`; or null.
+Node* FusedActivation(Value* y, Attributes& act) {
+  Node* next = HasSingleUse(y) ? y->uses()[0].node : nullptr;
+  if (!next || (next->op() != OpKind::kRelu && next->op() != OpKind::kClip)) return nullptr;
+  return FusableActivation(next, act) ? next : nullptr;
+}
+
+// The per-tensor QuantizeLinear that is the only reader of `y`, with constant 8-bit parameters; or null.
+Node* OutputQ(Value* y) {
   if (!HasSingleUse(y)) return nullptr;
   Node* next = y->uses()[0].node;
-  if (act && (next->op() == OpKind::kRelu || next->op() == OpKind::kClip)) {
-    Attributes a;
-    if (!FusableActivation(next, a) || !HasSingleUse(next->output(0))) return nullptr;
-    *act = a;
-    *act_node = next;
-    next = next->output(0)->uses()[0].node;
-  }
   if (next->op() != OpKind::kQuantizeLinear || next->attrs().GetInt("block_size", 0) != 0) return nullptr;
   if (!ConstWithCount(next->input(1), 1) || ConstantOf(next->input(1))->dtype() != DType::kFloat32) return nullptr;
-  if (!next->input(2) || !ConstWithCount(next->input(2), 1) || !Is8Bit(next->input(2)->dtype())) return nullptr;
-  if (!Is8Bit(next->output(0)->dtype())) return nullptr;
+  if (!next->input(2) || !ConstWithCount(next->input(2), 1) || !Is8BitInteger(next->input(2)->dtype())) return nullptr;
+  if (!Is8BitInteger(next->output(0)->dtype())) return nullptr;
   return next;
 }
 
@@ -88,14 +86,9 @@ bool FloatBias(Graph& g, Value* b, Value** out) {
                                                    dq->attrs().GetInt("axis", 1) != -1)) {
     return false;
   }
-  Tensor f(DType::kFloat32, q->sizes());
-  for (int64_t i = 0; i < q->numel(); ++i) {
-    const int64_t p = s->numel() == 1 ? 0 : i;
-    const int64_t zp = z ? z->GetAsInt64(z->numel() == 1 ? 0 : p) : 0;
-    // As DequantizeLinear computes it: the integer difference as float times the float scale.
-    f.data<float>()[i] = static_cast<float>(q->GetAsInt64(i) - zp) * static_cast<float>(s->GetAsDouble(p));
-  }
-  *out = NewConstant(g, b->name() + "_f32", std::move(f));
+  Expected<Tensor> f = RunAs(OpKind::kDequantizeLinear, *dq, {q, s, z});
+  if (!f.ok()) return false;
+  *out = NewConstant(g, b->name() + "_f32", std::move(*f));
   return true;
 }
 
@@ -106,7 +99,7 @@ Expected<bool> FuseConv(Graph& g, Node* conv, PassReport& report) {
   if (!dqx || !dqw) return false;
   const Tensor* w = ConstantOf(dqw->input(0));
   const Tensor* ws = ConstantOf(dqw->input(1));
-  if (!w || !Is8Bit(w->dtype()) || w->rank() < 3 || !ws || ws->dtype() != DType::kFloat32) return false;
+  if (!w || !Is8BitInteger(w->dtype()) || w->rank() < 3 || !ws || ws->dtype() != DType::kFloat32) return false;
   if (dqw->attrs().GetInt("block_size", 0) != 0) return false;
   if (ws->numel() != 1) {
     const int64_t axis = dqw->attrs().GetInt("axis", 1);
@@ -118,23 +111,12 @@ Expected<bool> FuseConv(Graph& g, Node* conv, PassReport& report) {
   Value* bias = nullptr;
   if (!FloatBias(g, conv->input(2), &bias)) return false;
   Attributes act;
-  Node* act_node = nullptr;
-  Node* q = OutputQ(conv->output(0), &act_node, &act);
-  Value* out = q ? q->output(0) : nullptr;
-  if (!q) {
-    // The model keeps this convolution's output in float (TensorRT's and NNCF's Q/DQ placement): an 8-bit
-    // convolution with an f32 output, with a ReLU / Clip that is its only reader.
-    act = Attributes();
-    act_node = nullptr;
-    Value* y = conv->output(0);
-    if (Node* next = HasSingleUse(y) ? y->uses()[0].node : nullptr;
-        next && (next->op() == OpKind::kRelu || next->op() == OpKind::kClip) && FusableActivation(next, act)) {
-      act_node = next;
-    } else {
-      act = Attributes();
-    }
-    out = act_node ? act_node->output(0) : y;
-  }
+  Node* act_node = FusedActivation(conv->output(0), act);
+  Value* activated = act_node ? act_node->output(0) : conv->output(0);
+  // Without a Q after it the model keeps this convolution's output in float (TensorRT's and NNCF's Q/DQ
+  // placement): an 8-bit convolution with an f32 output.
+  Node* q = OutputQ(activated);
+  Value* out = q ? q->output(0) : activated;
 
   Attributes attrs = conv->attrs();
   CopyActivation(act, attrs);
@@ -160,8 +142,8 @@ Expected<bool> FuseAdd(Graph& g, Node* add, PassReport& report) {
     return false;
   }
   Attributes act;
-  Node* act_node = nullptr;
-  Node* q = OutputQ(add->output(0), &act_node, &act);
+  Node* act_node = FusedActivation(add->output(0), act);
+  Node* q = OutputQ(act_node ? act_node->output(0) : add->output(0));
   if (!q) return false;
   if (act_node && act.GetString("activation", "") != "Relu") return false;
   Attributes attrs;
@@ -199,7 +181,7 @@ Expected<bool> FuseDataMovement(Graph& g, Node* n, PassReport& report) {
   for (size_t i = 1; i < n->num_outputs(); ++i) {
     if (n->output(i)) return false;  // MaxPool's Indices
   }
-  Node* q = OutputQ(n->output(0), nullptr, nullptr);
+  Node* q = OutputQ(n->output(0));
   if (!q) return false;
   const double scale = ConstantOf(q->input(1))->GetAsDouble(0);
   const int64_t zero = ConstantOf(q->input(2))->GetAsInt64(0);

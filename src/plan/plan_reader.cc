@@ -258,6 +258,11 @@ Expected<Plan> Parse(const uint8_t* data, size_t size, std::shared_ptr<void> sto
   }
   if (!r.ok()) return Corrupt(r.error());
 
+  // A weight as a tensor over the file's bytes (no copy; the buffer keeps the storage alive).
+  auto weight_tensor = [&](const ParsedWeight& pw) {
+    void* p = const_cast<uint8_t*>(data + h.weights_offset + pw.offset);
+    return std::make_shared<const Tensor>(pw.dtype, pw.sizes, std::make_shared<Buffer>(p, pw.nbytes, storage));
+  };
   const uint64_t num_values = r.GetCount("values", 11);
   std::vector<Value*> values;
   std::set<std::string> names;
@@ -272,11 +277,7 @@ Expected<Plan> Parse(const uint8_t* data, size_t size, std::shared_ptr<void> sto
       const uint64_t w = r.GetU64("weight index");
       if (!r.ok()) break;
       if (w >= weights.size()) return Corrupt("value '" + name + "' refers to a missing weight");
-      const ParsedWeight& pw = weights[w];
-      void* p = const_cast<uint8_t*>(data + h.weights_offset + pw.offset);
-      auto buffer = std::make_shared<Buffer>(p, pw.nbytes, storage);
-      values.push_back(graph->AddConstant(
-          std::move(name), std::make_shared<const Tensor>(pw.dtype, pw.sizes, std::move(buffer))));
+      values.push_back(graph->AddConstant(std::move(name), weight_tensor(weights[w])));
     } else if (is_const == 0) {
       if (!ValidDType(raw, true))
         return Corrupt("value '" + name + "' has unknown dtype " + std::to_string(raw));
@@ -433,11 +434,7 @@ Expected<Plan> Parse(const uint8_t* data, size_t size, std::shared_ptr<void> sto
       if (w >= weights.size() || weights[w].dtype != DType::kUInt8 || weights[w].sizes.size() != 1) {
         return Corrupt("packed weights of '" + v->name() + "' refer to a missing or malformed weight");
       }
-      const ParsedWeight& pw = weights[w];
-      void* p = const_cast<uint8_t*>(data + h.weights_offset + pw.offset);
-      auto buffer = std::make_shared<Buffer>(p, pw.nbytes, storage);
-      plan.packed.push_back({v->name(), std::move(layout),
-                             std::make_shared<const Tensor>(pw.dtype, pw.sizes, std::move(buffer))});
+      plan.packed.push_back({v->name(), std::move(layout), weight_tensor(weights[w])});
     }
     if (!r.ok()) return Corrupt(r.error());
   }

@@ -104,21 +104,22 @@ Expected<std::string> EncodeMetadata(const Plan& plan, std::vector<WeightEntry>&
   // Weight table, then values (constants refer to a weight by index).
   weights.clear();
   weights_size = 0;
+  // Places `t` next in the weights section (64-byte aligned); returns its index in the weight table.
+  auto place = [&](const Tensor* t) {
+    weights.push_back({t, weights_size});
+    weights_size += (t->nbytes() + kWeightAlignment - 1) / kWeightAlignment * kWeightAlignment;
+    return static_cast<uint64_t>(weights.size() - 1);
+  };
   std::map<const Value*, uint64_t> weight_of;
   for (const Value* v : values) {
-    if (!v->is_constant()) continue;
-    weight_of[v] = weights.size();
-    weights.push_back({v->constant(), weights_size});
-    weights_size += (v->constant()->nbytes() + kWeightAlignment - 1) / kWeightAlignment * kWeightAlignment;
+    if (v->is_constant()) weight_of[v] = place(v->constant());
   }
   // Packed copies follow the constants in the weights section.
   std::vector<uint64_t> packed_weight;
   for (const PackedWeights& p : plan.packed) {
     const Value* v = g.FindValue(p.value);
     if (!v || !v->is_constant() || !p.bytes) return Internal("packed weights of '" + p.value + "', not a constant");
-    packed_weight.push_back(weights.size());
-    weights.push_back({p.bytes.get(), weights_size});
-    weights_size += (p.bytes->nbytes() + kWeightAlignment - 1) / kWeightAlignment * kWeightAlignment;
+    packed_weight.push_back(place(p.bytes.get()));
   }
   w.PutU64(weights.size());
   for (const WeightEntry& e : weights) {

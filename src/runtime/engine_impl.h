@@ -23,8 +23,8 @@ struct Engine::Impl {
   std::map<std::string, size_t> input_index;
   std::map<std::string, size_t> output_index;
   uint64_t weight_bytes = 0;
-  // The plan's packed weights registered with the CPU kernels (cpu::AdoptPackedWeights), held while the
-  // engine lives; and the bytes of those the kernels could take.
+  // The plan's packed weights offered to the CPU kernels (cpu::AdoptPackedWeights), held while the engine
+  // lives, and their bytes.
   std::vector<std::shared_ptr<const void>> adopted_packed;
   uint64_t adopted_packed_bytes = 0;
 

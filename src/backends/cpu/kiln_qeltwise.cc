@@ -25,23 +25,17 @@ namespace {
 
 constexpr float kRound = 12582912.f;  // 1.5 * 2^23: (v + kRound) - kRound rounds v half to even
 
-bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
-
-const Tensor* Const(const Node& node, size_t i) {
-  const Value* v = node.input(i);
-  return v ? v->constant() : nullptr;
-}
 
 // A per-tensor parameter: an f32 constant scale or an 8-bit constant zero point of one element (a missing
 // zero point counts as present, 0).
 bool PerTensorScale(const Node& node, size_t i) {
-  const Tensor* t = Const(node, i);
+  const Tensor* t = ConstantInput(node, i);
   return t && t->numel() == 1 && t->dtype() == DType::kFloat32;
 }
 bool PerTensorZero(const Node& node, size_t i) {
   if (!node.input(i)) return true;
-  const Tensor* t = Const(node, i);
-  return t && t->numel() == 1 && Is8Bit(t->dtype());
+  const Tensor* t = ConstantInput(node, i);
+  return t && t->numel() == 1 && Is8BitInteger(t->dtype());
 }
 
 // v (already divided by the scale) clamped into [lo, hi] - zp, rounded half to even, plus zp; NaN gives 0
@@ -181,7 +175,7 @@ class DequantizeKernel final : public CpuKernel {
  public:
   Status Run(KernelContext& ctx) override {
     const Tensor& x = *ctx.input(0);
-    if (!Is8Bit(x.dtype())) return InvalidArgument("kiln.dequantize needs u8 or i8, got " + x.Description());
+    if (!Is8BitInteger(x.dtype())) return InvalidArgument("kiln.dequantize needs u8 or i8, got " + x.Description());
     KILN_ASSIGN_OR_RETURN(Tensor * y, ctx.AllocateOutputToOverwrite(0, DType::kFloat32, x.sizes()));
     const float s = Scale(ctx.input(1));
     const int32_t z = Zero(ctx.input(2));
@@ -199,7 +193,7 @@ class QAddKernel final : public CpuKernel {
   Status Run(KernelContext& ctx) override {
     const Tensor& a = *ctx.input(0);
     const Tensor& b = *ctx.input(3);
-    if (a.sizes() != b.sizes() || !Is8Bit(a.dtype()) || !Is8Bit(b.dtype())) {
+    if (a.sizes() != b.sizes() || !Is8BitInteger(a.dtype()) || !Is8BitInteger(b.dtype())) {
       return RunReferenceKernel(ctx);  // broadcasting: the reference kernel's business
     }
     const DType out = ctx.input(7)->dtype();
@@ -239,7 +233,7 @@ std::vector<CpuTactic> QuantEltwiseTactics(const Node& node) {
     return {Tactic<QuantizeKernel>("kiln.quantize")};
   }
   if (op == OpKind::kDequantizeLinear) {
-    if (!Is8Bit(x->dtype()) || !PerTensorScale(node, 1) || !PerTensorZero(node, 2)) return {};
+    if (!Is8BitInteger(x->dtype()) || !PerTensorScale(node, 1) || !PerTensorZero(node, 2)) return {};
     return {Tactic<DequantizeKernel>("kiln.dequantize")};
   }
   if (op == OpKind::kQAdd) {

@@ -74,15 +74,23 @@ bool AppendActivation(const Attributes& attrs, dnnl::post_ops& po) {
   return true;
 }
 
-memory::desc PlainDesc(const std::vector<int64_t>& sizes) {
+memory::desc PlainDesc(const std::vector<int64_t>& sizes, memory::data_type dt) {
   std::vector<int64_t> strides(sizes.size(), 1);
   for (size_t i = sizes.size(); i-- > 1;) strides[i - 1] = strides[i] * std::max<int64_t>(sizes[i], 1);
-  return StridedDesc(sizes, strides);
+  return StridedDesc(sizes, strides, dt);
 }
 
-memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
-  return memory::desc(memory::dims(sizes.begin(), sizes.end()), memory::data_type::f32,
-                      memory::dims(strides.begin(), strides.end()));
+memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides, memory::data_type dt) {
+  return memory::desc(memory::dims(sizes.begin(), sizes.end()), dt, memory::dims(strides.begin(), strides.end()));
+}
+
+memory::data_type DataTypeOf(DType t) {
+  switch (t) {
+    case DType::kFloat32: return memory::data_type::f32;
+    case DType::kUInt8: return memory::data_type::u8;
+    case DType::kInt8: return memory::data_type::s8;
+    default: return memory::data_type::undef;
+  }
 }
 
 dnnl::memory Wrap(const memory::desc& md, const Tensor& t) {
@@ -191,5 +199,10 @@ Status RunReferenceKernel(KernelContext& ctx) {
 }
 
 bool IsF32(const Value* v) { return v && v->dtype() == DType::kFloat32; }
+
+const Tensor* ConstantInput(const Node& node, size_t i) {
+  const Value* v = node.input(i);
+  return v ? v->constant() : nullptr;
+}
 
 }  // namespace kiln::cpu::onednn

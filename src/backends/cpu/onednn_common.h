@@ -34,9 +34,13 @@ Status Guard(const char* what, const std::function<Status()>& fn);
 bool AppendActivation(const Attributes& attrs, dnnl::post_ops& po);
 
 // A dense row-major f32 descriptor of `sizes` (the layout of a Kiln Tensor).
-dnnl::memory::desc PlainDesc(const std::vector<int64_t>& sizes);
+dnnl::memory::desc PlainDesc(const std::vector<int64_t>& sizes,
+                             dnnl::memory::data_type dt = dnnl::memory::data_type::f32);
 // Same dims with explicit element strides.
-dnnl::memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides);
+dnnl::memory::desc StridedDesc(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                               dnnl::memory::data_type dt = dnnl::memory::data_type::f32);
+// oneDNN's element type for f32, u8 and i8 tensors (the types the tactics take).
+dnnl::memory::data_type DataTypeOf(DType t);
 
 // A memory object over a tensor's storage (oneDNN takes a non-const handle; inputs are only read).
 dnnl::memory Wrap(const dnnl::memory::desc& md, const Tensor& t);
@@ -68,5 +72,8 @@ Status RunReferenceKernel(KernelContext& ctx);
 
 // Whether value `v` (may be null) has dtype f32.
 bool IsF32(const Value* v);
+
+// Input i's constant tensor, or null (absent or computed at run time).
+const Tensor* ConstantInput(const Node& node, size_t i);
 
 }  // namespace kiln::cpu::onednn

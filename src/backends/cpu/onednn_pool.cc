@@ -21,7 +21,6 @@ constexpr size_t kMaxCachedShapes = 16;
 
 bool IsGlobal(OpKind op) { return op == OpKind::kGlobalAveragePool || op == OpKind::kGlobalMaxPool; }
 bool IsMax(OpKind op) { return op == OpKind::kMaxPool || op == OpKind::kGlobalMaxPool; }
-bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 // The pool a node computes: its op, or for kiln.PoolNhwc the one its `pool` attribute names.
 std::optional<OpKind> PoolOf(const Node& node) {
@@ -32,7 +31,7 @@ std::optional<OpKind> PoolOf(const Node& node) {
 std::string WhyNotPool(const Node& node) {
   const Value* x = node.input(0);
   const std::optional<OpKind> op = PoolOf(node);
-  if (!x || (!IsF32(x) && !(Is8Bit(x->dtype()) && op && IsMax(*op)))) return "X must be f32 (or 8-bit for max pools)";
+  if (!x || (!IsF32(x) && !(Is8BitInteger(x->dtype()) && op && IsMax(*op)))) return "X must be f32 (or 8-bit for max pools)";
   if (!x->shape() || x->shape()->rank() < 3 || x->shape()->rank() > 5) return "1-D to 3-D pools only";
   if (!node.output(0)) return "Y must be requested";
   if (node.num_outputs() > 1 && node.output(1)) return "MaxPool's Indices output is not produced";
@@ -66,13 +65,11 @@ class PoolKernel final : public CpuKernel {
 Status PoolKernel::RunImpl(KernelContext& ctx) {
   KILN_RETURN_IF_ERROR(RequireInputs(ctx, 1));
   const Tensor& x = *ctx.input(0);
-  if ((x.dtype() != DType::kFloat32 && !(Is8Bit(x.dtype()) && IsMax(op_))) || x.rank() < 3 || x.rank() > 5) {
+  if ((x.dtype() != DType::kFloat32 && !(Is8BitInteger(x.dtype()) && IsMax(op_))) || x.rank() < 3 || x.rank() > 5) {
     return InvalidArgument("onednn.pool needs an f32 (max pools: or 8-bit) input of rank 3 to 5, got " +
                            x.Description());
   }
-  const memory::data_type dt = x.dtype() == DType::kFloat32 ? memory::data_type::f32
-                               : x.dtype() == DType::kUInt8 ? memory::data_type::u8
-                                                            : memory::data_type::s8;
+  const memory::data_type dt = DataTypeOf(x.dtype());
   if (ctx.num_outputs() > 1 && ctx.output_requested(1)) return InvalidArgument("onednn.pool has no Indices output");
   if (nhwc_ && x.rank() != 4) return InvalidArgument("onednn.pool_nhwc needs a rank-4 input, got " + x.Description());
   // X's sizes in NCHW order (oneDNN's dims are logical; the memory format says the layout).
@@ -106,13 +103,8 @@ Status PoolKernel::RunImpl(KernelContext& ctx) {
     if (cache_.size() >= kMaxCachedShapes) cache_.clear();
     auto p = std::make_unique<Prepared>();
     p->y_sizes = y_sizes;
-    auto plain = [dt](const std::vector<int64_t>& sizes) {
-      memory::dims strides(sizes.size(), 1);
-      for (size_t i = sizes.size(); i-- > 1;) strides[i - 1] = strides[i] * sizes[i];
-      return memory::desc(sizes, dt, strides);
-    };
-    p->src = nhwc_ ? memory::desc(xs, dt, memory::format_tag::nhwc) : plain(xs);
-    p->dst = nhwc_ ? memory::desc(y_sizes, dt, memory::format_tag::nhwc) : plain(y_sizes);
+    p->src = nhwc_ ? memory::desc(xs, dt, memory::format_tag::nhwc) : PlainDesc(xs, dt);
+    p->dst = nhwc_ ? memory::desc(y_sizes, dt, memory::format_tag::nhwc) : PlainDesc(y_sizes, dt);
     memory::dims strides, kernel, pad_l, pad_r;
     for (size_t d = 0; d < spatial.size(); ++d) {
       strides.push_back(g.strides[d]);

@@ -29,51 +29,34 @@ using dnnl::memory;
 
 constexpr size_t kMaxCachedShapes = 16;
 
-bool Is8Bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
-
-memory::data_type DnnlType(DType t) { return t == DType::kUInt8 ? memory::data_type::u8 : memory::data_type::s8; }
-memory::data_type YType(DType t) { return t == DType::kFloat32 ? memory::data_type::f32 : DnnlType(t); }
-
-// A dense row-major descriptor of `dims` with element type `dt`.
-memory::desc Dense(const std::vector<int64_t>& dims, memory::data_type dt) {
-  memory::dims strides(dims.size(), 1);
-  for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-  return memory::desc(dims, dt, strides);
-}
-
-const Tensor* Const(const Node& node, size_t i) {
-  const Value* v = node.input(i);
-  return v ? v->constant() : nullptr;
-}
-
 std::string WhyNotQConv(const Node& node) {
   const Value* x = node.input(0);
   const Value* w = node.input(3);
-  if (!x || !w || !Is8Bit(x->dtype()) || w->dtype() != DType::kInt8) return "X must be 8-bit and W i8";
+  if (!x || !w || !Is8BitInteger(x->dtype()) || w->dtype() != DType::kInt8) return "X must be 8-bit and W i8";
   if (!x->shape() || x->shape()->rank() != 4) return "only 2-D convolutions";
-  const Tensor* wt = Const(node, 3);
+  const Tensor* wt = ConstantInput(node, 3);
   if (!wt || wt->rank() != 4) return "W must be a rank-4 constant";
   const bool float_out = !node.input(6) && !node.input(7);
   for (size_t i : {1, 4, 6, 7}) {
     if (float_out && (i == 6 || i == 7)) continue;
-    if (!Const(node, i)) return "scales and zero points must be constants";
+    if (!ConstantInput(node, i)) return "scales and zero points must be constants";
   }
-  if (node.input(2) && !Const(node, 2)) return "x_zero_point must be a constant";
-  if (const Tensor* wz = Const(node, 5)) {
+  if (node.input(2) && !ConstantInput(node, 2)) return "x_zero_point must be a constant";
+  if (const Tensor* wz = ConstantInput(node, 5)) {
     for (int64_t i = 0; i < wz->numel(); ++i) {
       if (wz->GetAsInt64(i) != 0) return "weights must be symmetric (zero point 0)";
     }
   } else if (node.input(5)) {
     return "w_zero_point must be a constant";
   }
-  const Tensor* ws = Const(node, 4);
+  const Tensor* ws = ConstantInput(node, 4);
   if (ws->numel() != 1 && ws->numel() != wt->size(0)) return "w_scale must be per tensor or per output channel";
   if (const Value* b = node.input(8); b && (!b->constant() || b->dtype() != DType::kFloat32)) {
     return "B must be an f32 constant";
   }
   const std::string act = node.attrs().GetString("activation", "");
   if (!act.empty() && act != "Relu" && act != "Clip") return "activation not supported";
-  if (node.output(0) && !float_out && !Is8Bit(node.output(0)->dtype())) return "Y must be 8-bit";
+  if (node.output(0) && !float_out && !Is8BitInteger(node.output(0)->dtype())) return "Y must be 8-bit";
   return "";
 }
 
@@ -118,19 +101,19 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   std::vector<int64_t> y_nchw = {xs[0], m, g.out[0], g.out[1]};
   p->y_sizes = nhwc ? std::vector<int64_t>{y_nchw[0], y_nchw[2], y_nchw[3], y_nchw[1]} : y_nchw;
   const auto tag = nhwc ? memory::format_tag::nhwc : memory::format_tag::nchw;
-  p->src_user = memory::desc(xs, DnnlType(x.dtype()), tag);
-  p->dst_user = memory::desc(y_nchw, YType(yt), tag);
+  p->src_user = memory::desc(xs, DataTypeOf(x.dtype()), tag);
+  p->dst_user = memory::desc(y_nchw, DataTypeOf(yt), tag);
   std::vector<int64_t> wdims = w.sizes();
   if (group > 1) {
     wdims[0] = m / group;
     wdims.insert(wdims.begin(), group);
   }
-  p->weights_user = Dense(wdims, memory::data_type::s8);
+  p->weights_user = PlainDesc(wdims, memory::data_type::s8);
   const auto any = memory::format_tag::any;
-  const memory::desc src_md = nhwc ? p->src_user : memory::desc(xs, DnnlType(x.dtype()), any);
-  const memory::desc dst_md = nhwc ? p->dst_user : memory::desc(y_nchw, YType(yt), any);
+  const memory::desc src_md = nhwc ? p->src_user : memory::desc(xs, DataTypeOf(x.dtype()), any);
+  const memory::desc dst_md = nhwc ? p->dst_user : memory::desc(y_nchw, DataTypeOf(yt), any);
   const memory::desc weights_md(wdims, memory::data_type::s8, any);
-  const memory::desc bias_md = Dense({m}, memory::data_type::f32);
+  const memory::desc bias_md = PlainDesc({m});
   memory::dims strides, dilates, pad_l, pad_r;
   for (size_t d = 0; d < 2; ++d) {
     strides.push_back(g.strides[d]);
@@ -196,7 +179,7 @@ Status QConvKernel::RunImpl(KernelContext& ctx) {
   const Tensor& x = *ctx.input(0);
   const Tensor& w = *ctx.input(3);
   const bool nhwc = ctx.attrs().GetInt("channels_last", 0) != 0;
-  if (!Is8Bit(x.dtype()) || x.rank() != 4 || w.dtype() != DType::kInt8 || w.rank() != 4) {
+  if (!Is8BitInteger(x.dtype()) || x.rank() != 4 || w.dtype() != DType::kInt8 || w.rank() != 4) {
     return InvalidArgument("onednn.qconv needs a rank-4 8-bit X and i8 W, got " + x.Description() + " and " +
                            w.Description());
   }

@@ -54,7 +54,7 @@ namespace kiln {
   /* Kiln's own ops, made by passes (src/passes/); reference kernels in src/ops/fused.cc, channels_last.cc, quantized.cc */ \
   X(FusedConv, "kiln.FusedConv") X(FusedGemm, "kiln.FusedGemm") X(Swish, "kiln.Swish")              \
   X(Attention, "kiln.Attention") X(ConvNhwc, "kiln.ConvNhwc") X(PoolNhwc, "kiln.PoolNhwc")            \
-  X(QConv, "kiln.QConv") X(QAdd, "kiln.QAdd")
+  X(QConv, "kiln.QConv") X(QAdd, "kiln.QAdd") X(QMatMul, "kiln.QMatMul")
 
 enum class OpKind : uint16_t {
 #define KILN_OP_ENUM_(name, onnx_name) k##name,

@@ -12,6 +12,13 @@
 //               w_zero_point per tensor or per output channel ([M], axis 0). Attributes: Conv's, the fused
 //               activation (`activation` Relu or Clip, as kiln.FusedConv), and `channels_last` (1: X and Y
 //               are NHWC, as the channels_last pass makes them; W keeps its [M, C/group, KH, KW] layout).
+//   kiln.QMatMul Y = Q(MatMul(DQ(A, a_scale, a_zero_point), DQ(B, b_scale, b_zero_point)) + Bias,
+//                     y_scale, y_zero_point)
+//               inputs as kiln.QConv's: A, a_scale, a_zero_point?, B, b_scale, b_zero_point?, y_scale?,
+//               y_zero_point?, Bias?. A 8-bit of rank >= 2 (per tensor); B a 2-D [K, N] 8-bit constant,
+//               per tensor or per column (b_scale [N]: DequantizeLinear's axis 1, as onnxruntime writes a
+//               MatMul's per-channel weights); Bias f32 [N]. Without y_scale and y_zero_point Y is f32 (the
+//               form onnxruntime writes when only MatMuls are quantized: the float ops after it stay float).
 //   kiln.QAdd   Y = Q(act(DQ(A, a_scale, a_zero_point) + DQ(B, b_scale, b_zero_point)), y_scale, y_zero_point)
 //               inputs A, a_scale, a_zero_point?, B, b_scale, b_zero_point?, y_scale, y_zero_point; every
 //               scale and zero point per tensor; A and B broadcast as Add's. `activation`: "" or Relu.
@@ -37,7 +44,9 @@ const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
 // kiln.QConv's y_scale and y_zero_point, together).
 constexpr size_t kRequired[] = {0, 1, 3, 4, 6, 7};
 
-bool FloatOutput(const Node& node) { return node.op() == OpKind::kQConv && !node.input(6) && !node.input(7); }
+bool FloatOutput(const Node& node) {
+  return (node.op() == OpKind::kQConv || node.op() == OpKind::kQMatMul) && !node.input(6) && !node.input(7);
+}
 
 Status CheckRequired(const Node& node) {
   for (size_t i : kRequired) {
@@ -160,6 +169,58 @@ Status RunQConv(KernelContext& ctx) {
   return SetQuantizedOutput(ctx, yf);
 }
 
+// ---- kiln.QMatMul --------------------------------------------------------------------------------------
+
+Status InferQMatMul(InferContext& ctx) {
+  KILN_RETURN_IF_ERROR(CheckRequired(ctx.node()));
+  const bool float_out = FloatOutput(ctx.node());
+  const DType yt = float_out ? DType::kFloat32 : ctx.input_dtype(7);
+  if (!Is8BitInteger(ctx.input_dtype(0)) || !Is8BitInteger(ctx.input_dtype(3)) || (!float_out && !Is8BitInteger(yt))) {
+    return ctx.Error("A, B and y_zero_point must be u8 or i8");
+  }
+  std::optional<Shape> as = ctx.input_shape(0), bs = ctx.input_shape(3);
+  if (bs && bs->rank() != 2) return ctx.Error("B must be 2-D [K, N], got " + bs->ToString());
+  if (as && as->rank() < 2) return ctx.Error("A must have rank >= 2, got " + as->ToString());
+  std::optional<Shape> out;
+  if (as && bs) {
+    const Dim& k = as->dims().back();
+    const Dim& kb = bs->dims()[0];
+    if (k.is_static() && kb.is_static() && k.value() != kb.value()) {
+      return ctx.Error("A " + as->ToString() + " and B " + bs->ToString() + " disagree on K");
+    }
+    std::vector<Dim> d = as->dims();
+    d.back() = bs->dims()[1];
+    out = Shape(std::move(d));
+  }
+  ctx.set_output(0, yt, out);
+  return Status::Ok();
+}
+
+Status RunQMatMul(KernelContext& ctx) {
+  KILN_RETURN_IF_ERROR(CheckRequired(ctx));
+  for (size_t i : {1, 2, 6, 7}) {
+    if (ctx.input(i) && ctx.input(i)->numel() != 1) {
+      return ctx.Error("kiln.QMatMul's a and y parameters are per tensor");
+    }
+  }
+  const Tensor& b = *ctx.input(3);
+  if (b.rank() != 2) return ctx.Error("B must be 2-D [K, N], got " + b.Description());
+  KILN_ASSIGN_OR_RETURN(Tensor af, Dequantized(ctx, *ctx.input(0), 1, "A"));
+  KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantized(ctx, b, 4, "B", /*axis=*/1));  // per column
+  KILN_ASSIGN_OR_RETURN(Tensor yf, RunAs(OpKind::kMatMul, ctx.node(), {&af, &bf}));
+  if (const Tensor* bias = ctx.input(8)) {
+    if (bias->dtype() != DType::kFloat32 || bias->numel() != b.size(1)) {
+      return ctx.Error("Bias must be f32 [" + std::to_string(b.size(1)) + "], got " + bias->Description());
+    }
+    KILN_ASSIGN_OR_RETURN(yf, RunAs(OpKind::kAdd, ctx.node(), {&yf, bias}));
+  }
+  if (FloatOutput(ctx.node())) {
+    ctx.SetOutput(0, std::move(yf));
+    return Status::Ok();
+  }
+  return SetQuantizedOutput(ctx, yf);
+}
+
 // ---- kiln.QAdd -----------------------------------------------------------------------------------------
 
 Status ValidateQAdd(const Node& node) {
@@ -211,6 +272,12 @@ void RegisterQuantizedOps(OpRegistry& r) {
                       .validate = ValidateQConv,
                       .infer = InferQConv,
                       .run = RunQConv});
+  r.Register(OpSchema{.op = OpKind::kQMatMul,
+                      .min_inputs = 2,
+                      .max_inputs = 9,
+                      .validate = [](const Node& n) { return CheckRequired(n); },
+                      .infer = InferQMatMul,
+                      .run = RunQMatMul});
   r.Register(OpSchema{.op = OpKind::kQAdd,
                       .min_inputs = 2,
                       .max_inputs = 8,

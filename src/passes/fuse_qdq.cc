@@ -4,6 +4,8 @@
 //   Q(act(Conv(DQ(x), DQ(W), B))) -> kiln.QConv(x, W, B)     W a constant, B a float constant or the
 //                                                            DQ of an i32 constant (the form tools write);
 //   act(Conv(DQ(x), DQ(W), B))    -> kiln.QConv, f32 output  where no Q follows (TensorRT / NNCF style)
+//   Q(MatMul(DQ(a), DQ(W)) + B)   -> kiln.QMatMul(a, W, B)   W a constant [K, N], B a float constant [N]
+//                                                            (optional); without the Q, an f32 output
 //   Q(act(Add(DQ(a), DQ(b))))     -> kiln.QAdd(a, b)         a, b the same shape
 //   Q(op(DQ(x)))                  -> op(x)                   op MaxPool, Reshape, Flatten, Transpose,
 //                                                            Squeeze, Unsqueeze or Concat (every input a DQ);
@@ -13,6 +15,7 @@
 // defined as the sub-graphs they replace (src/ops/quantized.cc), so a QDQ pair the pass does not fuse
 // still runs as written. (Constant folding leaves Q and DQ nodes alone, so DQ(W) is still there.)
 #include <cmath>
+#include <cstring>
 
 #include "ops/op_util.h"
 #include "passes/match.h"
@@ -134,6 +137,67 @@ Expected<bool> FuseConv(Graph& g, Node* conv, PassReport& report) {
   return true;
 }
 
+// A per-tensor or per-column DQ of a 2-D 8-bit constant [K, N] with zero points 0 (a MatMul's weights as
+// onnxruntime writes them: axis 1); or null.
+Node* MatMulWeightsDq(const Value* b) {
+  Node* dq = ProducerOf(b, OpKind::kDequantizeLinear, /*single_use=*/false);
+  if (!dq || dq->attrs().GetInt("block_size", 0) != 0) return nullptr;
+  const Tensor* w = ConstantOf(dq->input(0));
+  const Tensor* ws = ConstantOf(dq->input(1));
+  if (!w || !Is8BitInteger(w->dtype()) || w->rank() != 2 || !ws || ws->dtype() != DType::kFloat32) return nullptr;
+  if (ws->numel() != 1) {
+    const int64_t axis = dq->attrs().GetInt("axis", 1);
+    if (ws->rank() != 1 || ws->numel() != w->size(1) || (axis != 1 && axis != -1)) return nullptr;
+  }
+  if (dq->input(2) && !ConstantOf(dq->input(2))) return nullptr;
+  return dq;
+}
+
+// The Add of a float constant [N] (or [1, N]) that is the only reader of `y`, with the constant in *bias;
+// or null.
+Node* BiasAdd(Graph& g, Value* y, int64_t n, Value** bias) {
+  Node* add = HasSingleUse(y) ? y->uses()[0].node : nullptr;
+  if (!add || add->op() != OpKind::kAdd || add->num_inputs() != 2) return nullptr;
+  Value* other = add->input(0) == y ? add->input(1) : add->input(0);
+  const Tensor* t = ConstantOf(other);
+  if (!t || t->dtype() != DType::kFloat32 || t->numel() != n || t->size(t->rank() - 1) != n) return nullptr;
+  if (!SameKnownShape(y, add->output(0))) return nullptr;  // the bias must not broadcast Y up
+  if (t->rank() != 1) {
+    Tensor flat(DType::kFloat32, {n});
+    std::memcpy(flat.raw_data(), t->raw_data(), t->nbytes());
+    other = NewConstant(g, other->name() + "_1d", std::move(flat));
+  }
+  *bias = other;
+  return add;
+}
+
+// DQ(A) x DQ(B) -> MatMul [-> Add(bias)] [-> Q] with B a constant [K, N]: kiln.QMatMul (f32 output
+// without the Q). MatMuls of two activations (attention's) stay float.
+Expected<bool> FuseMatMul(Graph& g, Node* mm, PassReport& report) {
+  if (mm->op() != OpKind::kMatMul) return false;
+  Node* dqa = ActivationDq(mm->input(0));
+  Node* dqb = MatMulWeightsDq(mm->input(1));
+  if (!dqa || !dqb || !mm->input(0)->shape() || mm->input(0)->shape()->rank() < 2) return false;
+  const Tensor* w = ConstantOf(dqb->input(0));
+  Value* bias = nullptr;
+  Node* add = BiasAdd(g, mm->output(0), w->size(1), &bias);
+  Value* summed = add ? add->output(0) : mm->output(0);
+  Node* q = OutputQ(summed);
+  Value* out = q ? q->output(0) : summed;
+  std::vector<Value*> inputs = {dqa->input(0), dqa->input(1), dqa->input(2), dqb->input(0), dqb->input(1),
+                                dqb->input(2), q ? q->input(1) : nullptr, q ? q->input(2) : nullptr, bias};
+  while (!inputs.back()) inputs.pop_back();
+  std::vector<std::string> names = {NodeName(dqa), NodeName(dqb), NodeName(mm)};
+  if (add) names.push_back(NodeName(add));
+  if (q) names.push_back(NodeName(q));
+  KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {mm, add, q}, OpKind::kQMatMul, NodeName(mm), inputs, {out},
+                                               Attributes{}, mm->opset()));
+  report.Count(q ? "DQ -> MatMul -> Q run as an 8-bit matrix product (kiln.QMatMul)"
+                 : "DQ -> MatMul run as an 8-bit matrix product with a float output (kiln.QMatMul)");
+  report.Fused(f->name(), "kiln.QMatMul", names);
+  return true;
+}
+
 Expected<bool> FuseAdd(Graph& g, Node* add, PassReport& report) {
   if (add->op() != OpKind::kAdd) return false;
   Node* da = ActivationDq(add->input(0));
@@ -232,6 +296,8 @@ Status FuseQdq(Graph& g, PassReport& report) {
   KILN_RETURN_IF_ERROR(RewriteSweep(g, [&](Node* n) -> Expected<bool> {
     KILN_ASSIGN_OR_RETURN(bool conv, FuseConv(g, n, report));
     if (conv) return true;
+    KILN_ASSIGN_OR_RETURN(bool mm, FuseMatMul(g, n, report));
+    if (mm) return true;
     KILN_ASSIGN_OR_RETURN(bool add, FuseAdd(g, n, report));
     if (add) return true;
     return FuseDataMovement(g, n, report);

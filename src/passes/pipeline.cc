@@ -9,7 +9,8 @@ const std::vector<PassInfo>& OptimizerPasses() {
       {"elimination", Elimination,
        "removes Identity, Dropout, no-op Reshape/Transpose/Cast, cancelling Transposes, duplicates, dead nodes"},
       {"fuse_qdq", FuseQdq,
-       "DQ -> Conv/Add/MaxPool -> Q brackets of quantized models into 8-bit kiln.QConv / kiln.QAdd / MaxPool"},
+       "DQ -> Conv/MatMul/Add/MaxPool -> Q brackets of quantized models into 8-bit kiln.QConv / kiln.QMatMul / "
+       "kiln.QAdd / MaxPool"},
       {"fuse_decomposed", FuseDecomposed,
        "rebuilds Gelu, LayerNormalization, Swish and HardSwish from their decomposed forms"},
       {"fold_into_conv", FoldIntoConv,

@@ -1,5 +1,6 @@
-// 8-bit layers: kiln.QConv / kiln.QAdd (src/ops/quantized.cc), the fuse_qdq pass, and the 8-bit CPU
-// tactics ("onednn.qconv", "kiln.qadd", "kiln.quantize", "kiln.dequantize") held to the reference kernels.
+// 8-bit layers: kiln.QConv / kiln.QMatMul / kiln.QAdd (src/ops/quantized.cc), the fuse_qdq pass, and the
+// 8-bit CPU tactics ("onednn.qconv", "onednn.qmatmul", "kiln.qadd", "kiln.quantize", "kiln.dequantize")
+// held to the reference kernels.
 //
 // Tolerances. The reference kernels compute the QDQ sub-graph in float (dequantize, float convolution,
 // quantize); onednn.qconv accumulates exactly in i32 and requantizes once. The two agree exactly except
@@ -246,6 +247,112 @@ TEST(QuantizedTactics, QConvMatchesReference) {
         Expected<Tensor> got = RunNode(*q.node, ins, kernel.get());
         ASSERT_TRUE(got.ok()) << got.status().message();
         if (c.yt == DType::kFloat32) {
+          ExpectFloatClose(*want, *got, c.name);
+        } else {
+          ExpectQuantClose(*want, *got, 1, 0.02, c.name);
+        }
+      }
+    }
+  }
+}
+
+// kiln.QMatMul: A [.., K] 8-bit per tensor, B [K, N] i8 per tensor or per column, optional Bias [N], f32 or
+// 8-bit Y. The 8-bit Y's scale and zero point come from the float result of the same case, so that the
+// output spans the type's range without saturating.
+struct QMatMulCase {
+  std::string name;
+  Ints a;
+  int64_t n = 0;
+  DType at = DType::kUInt8;
+  int a_zero = 0;
+  bool per_column = true;
+  bool bias = true;
+};
+
+std::vector<QMatMulCase> QMatMulCases() {
+  return {
+      {"bert-like rank 3, u8 zp 131, per column, bias", {2, 9, 64}, 48, DType::kUInt8, 131, true, true},
+      {"rank 2, odd K and N, u8 zp 0, per tensor", {7, 33}, 17, DType::kUInt8, 0, false, false},
+      {"rank 4, i8 zp -3, per column, no bias", {2, 3, 5, 40}, 50, DType::kInt8, -3, true, false},
+      {"one row, K 1", {1, 1}, 9, DType::kUInt8, 200, true, true},
+  };
+}
+
+struct QMatMulGraph {
+  Graph g;
+  Node* node = nullptr;
+  Tensor a;
+};
+
+// y_scale <= 0: an f32 Y.
+void BuildQMatMul(const QMatMulCase& c, double y_scale, int y_zero, QMatMulGraph& out) {
+  std::mt19937 rng(static_cast<unsigned>(c.a.size() * 131 + static_cast<size_t>(c.n)));
+  Graph& g = out.g;
+  const int64_t k = c.a.back();
+  auto add = [&](const std::string& name, Tensor t) { return g.AddConstant(name, std::move(t)); };
+  Value* a = g.AddValue("a", c.at, Shape::FromSizes(c.a));
+  g.AddInput(a);
+  out.a = c.at == DType::kUInt8 ? RandomInt8(c.at, c.a, rng, 0, 255) : RandomInt8(c.at, c.a, rng, -128, 127);
+  Tensor bs(DType::kFloat32, c.per_column ? Ints{c.n} : Ints{});
+  std::uniform_real_distribution<float> scale(0.004f, 0.012f);
+  for (int64_t i = 0; i < bs.numel(); ++i) bs.data<float>()[i] = scale(rng);
+  std::vector<Value*> ins = {a, add("sa", Scalar(DType::kFloat32, 0.02)), add("za", Scalar(c.at, c.a_zero)),
+                             add("b", RandomInt8(DType::kInt8, {k, c.n}, rng, -127, 127)), add("sb", std::move(bs)),
+                             nullptr, nullptr, nullptr, nullptr};
+  if (y_scale > 0) {
+    ins[6] = add("sy", Scalar(DType::kFloat32, y_scale));
+    ins[7] = add("zy", Scalar(DType::kUInt8, y_zero));
+  }
+  if (c.bias) {
+    Tensor bias(DType::kFloat32, {c.n});
+    std::uniform_real_distribution<float> d(-3.f, 3.f);
+    for (int64_t i = 0; i < c.n; ++i) bias.data<float>()[i] = d(rng);
+    ins[8] = add("bias", std::move(bias));
+  }
+  while (!ins.back()) ins.pop_back();
+  Value* y = g.AddValue("y", DType::kUndefined);
+  out.node = g.AddNode(OpKind::kQMatMul, "qmm", ins, {y}, 1);
+  g.AddOutput(y);
+}
+
+TEST(QuantizedTactics, QMatMulMatchesReference) {
+  if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: no fast CPU tactics";
+  for (const QMatMulCase& c : QMatMulCases()) {
+    // f32 Y first; its range sets the 8-bit Y's parameters.
+    QMatMulGraph f;
+    BuildQMatMul(c, 0, 0, f);
+    ASSERT_TRUE(ValidateGraphOps(f.g).ok()) << ValidateGraphOps(f.g).message();
+    ASSERT_TRUE(InferShapes(f.g).ok()) << InferShapes(f.g).message();
+    Expected<Tensor> ref = RunNode(*f.node, NodeInputs(*f.node, f.a), nullptr);
+    ASSERT_TRUE(ref.ok()) << ref.status().message();
+    Ints want_sizes = c.a;
+    want_sizes.back() = c.n;
+    ASSERT_EQ(ref->sizes(), want_sizes);
+    ASSERT_EQ(f.node->output(0)->shape()->sizes(), want_sizes);
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < ref->numel(); ++i) {
+      lo = std::min(lo, ref->data<float>()[i]);
+      hi = std::max(hi, ref->data<float>()[i]);
+    }
+    const double sy = std::max(1e-3, (double{hi} - lo) / 255.0);
+    const int zy = static_cast<int>(std::lround(-lo / sy));
+    for (bool float_out : {true, false}) {
+      SCOPED_TRACE(c.name + (float_out ? ", f32 Y" : ", u8 Y"));
+      QMatMulGraph q;
+      BuildQMatMul(c, float_out ? 0 : sy, zy, q);
+      ASSERT_TRUE(InferShapes(q.g).ok()) << InferShapes(q.g).message();
+      const std::vector<const Tensor*> ins = NodeInputs(*q.node, q.a);
+      Expected<Tensor> want = RunNode(*q.node, ins, nullptr);
+      ASSERT_TRUE(want.ok()) << want.status().message();
+      std::vector<cpu::CpuTactic> tactics = cpu::CpuTacticsFor(*q.node);
+      ASSERT_EQ(tactics.size(), 1u);
+      EXPECT_EQ(tactics[0].name, "onednn.qmatmul");
+      EXPECT_EQ(tactics[0].precision, "int8");
+      std::unique_ptr<cpu::CpuKernel> kernel = tactics[0].create();
+      for (int rep = 0; rep < 2; ++rep) {  // the second run reuses the cached primitive and packed weights
+        Expected<Tensor> got = RunNode(*q.node, ins, kernel.get());
+        ASSERT_TRUE(got.ok()) << got.status().message();
+        if (float_out) {
           ExpectFloatClose(*want, *got, c.name);
         } else {
           ExpectQuantClose(*want, *got, 1, 0.02, c.name);
@@ -503,6 +610,66 @@ TEST(FuseQdq, FloatOutputConvolution) {
   auto after = RunReference(g, {{"input", feed}});
   ASSERT_TRUE(after.ok()) << after.status().message();
   ExpectFloatClose(before->at("r"), after->at("r"), "float-output QConv");
+}
+
+// onnxruntime's form of a quantized transformer projection: Q -> DQ on the activation, DQ of per-column
+// i8 weights (axis 1), MatMul, bias Add, the result left in float. A MatMul of two activations (attention's)
+// beside it stays float.
+TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
+  std::mt19937 rng(11);
+  Graph g;
+  Value* in = g.AddValue("input", DType::kFloat32, Shape::FromSizes({2, 5, 16}));
+  g.AddInput(in);
+  auto c = [&](const std::string& name, Tensor t) { return g.AddConstant(name, std::move(t)); };
+  Value* xq = g.AddValue("xq", DType::kUndefined);
+  g.AddNode(OpKind::kQuantizeLinear, "Qx",
+            {in, c("sx", Scalar(DType::kFloat32, 0.03)), c("zx", Scalar(DType::kUInt8, 120))}, {xq}, 13);
+  Value* x = g.AddValue("x", DType::kUndefined);
+  g.AddNode(OpKind::kDequantizeLinear, "DQx",
+            {xq, c("sx2", Scalar(DType::kFloat32, 0.03)), c("zx2", Scalar(DType::kUInt8, 120))}, {x}, 13);
+  Tensor sw(DType::kFloat32, {12});
+  for (int64_t i = 0; i < 12; ++i) sw.data<float>()[i] = 0.005f + 0.001f * static_cast<float>(i);
+  Value* w = g.AddValue("w", DType::kUndefined);
+  Node* dqw = g.AddNode(OpKind::kDequantizeLinear, "DQw",
+                        {c("wq", RandomInt8(DType::kInt8, {16, 12}, rng, -127, 127)), c("sw", std::move(sw)),
+                         c("zw", Tensor(DType::kInt8, {12}))},
+                        {w}, 13);
+  dqw->attrs().Set("axis", int64_t{1});
+  Value* y = g.AddValue("y", DType::kUndefined);
+  g.AddNode(OpKind::kMatMul, "MatMul", {x, w}, {y}, 13);
+  Tensor bias(DType::kFloat32, {12});
+  for (int64_t i = 0; i < 12; ++i) bias.data<float>()[i] = 0.25f * static_cast<float>(i) - 1.f;
+  Value* yb = g.AddValue("yb", DType::kUndefined);
+  g.AddNode(OpKind::kAdd, "Bias", {c("bias", std::move(bias)), y}, {yb}, 13);
+  // [2, 5, 16] x [2, 16, 5]: two activations; stays a float MatMul.
+  Value* xt = g.AddValue("xt", DType::kUndefined);
+  g.AddNode(OpKind::kTranspose, "T", {x}, {xt}, 13)->attrs().Set("perm", Ints{0, 2, 1});
+  Value* scores = g.AddValue("scores", DType::kUndefined);
+  g.AddNode(OpKind::kMatMul, "Scores", {x, xt}, {scores}, 13);
+  g.AddOutput(yb);
+  g.AddOutput(scores);
+  ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
+  Tensor feed(DType::kFloat32, {2, 5, 16});
+  std::uniform_real_distribution<float> d(-3.f, 3.f);
+  for (int64_t i = 0; i < feed.numel(); ++i) feed.data<float>()[i] = d(rng);
+  auto before = RunReference(g, {{"input", feed}});
+  ASSERT_TRUE(before.ok()) << before.status().message();
+  ASSERT_TRUE(RunPipeline(g, PipelineOptions{}).ok());
+  const Node* qmm = nullptr;
+  int float_matmuls = 0;
+  for (const Node* n : g.nodes()) {
+    EXPECT_NE(n->op(), OpKind::kAdd);
+    float_matmuls += n->op() == OpKind::kMatMul;
+    if (n->op() == OpKind::kQMatMul) qmm = n;
+  }
+  ASSERT_NE(qmm, nullptr);
+  EXPECT_EQ(float_matmuls, 1);
+  EXPECT_EQ(qmm->output(0)->dtype(), DType::kFloat32);
+  ASSERT_NE(qmm->input(8), nullptr);  // the bias
+  auto after = RunReference(g, {{"input", feed}});
+  ASSERT_TRUE(after.ok()) << after.status().message();
+  ExpectFloatClose(before->at("yb"), after->at("yb"), "QMatMul with bias");
+  ExpectFloatClose(before->at("scores"), after->at("scores"), "float MatMul beside it");
 }
 
 }  // namespace

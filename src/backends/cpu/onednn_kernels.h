@@ -37,6 +37,14 @@ std::vector<CpuTactic> TransposeTactics(const Node& node);
 // HasNhwcQConv: whether it has one (and so may be made channels-last).
 std::vector<CpuTactic> QConvTactics(const Node& node);
 bool HasNhwcQConv(const Node& node);
+// "" if the scales, zero points and bias of a kiln.QConv / kiln.QMatMul (inputs 1, 2, 4-8) suit the 8-bit
+// kernels: constants, input and output per tensor, weights symmetric and per tensor or per `channels`, an
+// f32 bias; else why not.
+std::string WhyNotQuantParams(const Node& node, int64_t channels);
+
+// kiln.QMatMul (8-bit A per tensor, constant i8 [K, N] B with zero points 0, constant scales):
+// "onednn.qmatmul" (onednn_qmatmul.cc).
+std::vector<CpuTactic> QMatMulTactics(const Node& node);
 
 // Per-tensor QuantizeLinear / DequantizeLinear and same-shape kiln.QAdd: "kiln.quantize",
 // "kiln.dequantize", "kiln.qadd" (kiln_qeltwise.cc: Kiln's own loops, not oneDNN's).

@@ -36,28 +36,9 @@ std::string WhyNotQConv(const Node& node) {
   if (!x->shape() || x->shape()->rank() != 4) return "only 2-D convolutions";
   const Tensor* wt = ConstantInput(node, 3);
   if (!wt || wt->rank() != 4) return "W must be a rank-4 constant";
-  const bool float_out = !node.input(6) && !node.input(7);
-  for (size_t i : {1, 4, 6, 7}) {
-    if (float_out && (i == 6 || i == 7)) continue;
-    if (!ConstantInput(node, i)) return "scales and zero points must be constants";
-  }
-  if (node.input(2) && !ConstantInput(node, 2)) return "x_zero_point must be a constant";
-  if (const Tensor* wz = ConstantInput(node, 5)) {
-    for (int64_t i = 0; i < wz->numel(); ++i) {
-      if (wz->GetAsInt64(i) != 0) return "weights must be symmetric (zero point 0)";
-    }
-  } else if (node.input(5)) {
-    return "w_zero_point must be a constant";
-  }
-  const Tensor* ws = ConstantInput(node, 4);
-  if (ws->numel() != 1 && ws->numel() != wt->size(0)) return "w_scale must be per tensor or per output channel";
-  if (const Value* b = node.input(8); b && (!b->constant() || b->dtype() != DType::kFloat32)) {
-    return "B must be an f32 constant";
-  }
   const std::string act = node.attrs().GetString("activation", "");
   if (!act.empty() && act != "Relu" && act != "Clip") return "activation not supported";
-  if (node.output(0) && !float_out && !Is8BitInteger(node.output(0)->dtype())) return "Y must be 8-bit";
-  return "";
+  return WhyNotQuantParams(node, wt->size(0));
 }
 
 class QConvKernel final : public CpuKernel {
@@ -219,6 +200,33 @@ Status QConvKernel::RunImpl(KernelContext& ctx) {
 }
 
 }  // namespace
+
+std::string WhyNotQuantParams(const Node& node, int64_t channels) {
+  const bool float_out = !node.input(6) && !node.input(7);
+  for (size_t i : {1, 4, 6, 7}) {
+    if (float_out && (i == 6 || i == 7)) continue;
+    if (!ConstantInput(node, i)) return "scales and zero points must be constants";
+  }
+  for (size_t i : {1, 2, 6, 7}) {
+    const Tensor* t = ConstantInput(node, i);
+    if (t && t->numel() != 1) return "input and output parameters are per tensor";
+  }
+  if (node.input(2) && !ConstantInput(node, 2)) return "the input's zero point must be a constant";
+  if (const Tensor* wz = ConstantInput(node, 5)) {
+    for (int64_t i = 0; i < wz->numel(); ++i) {
+      if (wz->GetAsInt64(i) != 0) return "weights must be symmetric (zero point 0)";
+    }
+  } else if (node.input(5)) {
+    return "the weights' zero point must be a constant";
+  }
+  const Tensor* ws = ConstantInput(node, 4);
+  if (ws->numel() != 1 && ws->numel() != channels) return "the weights' scale must be per tensor or per output channel";
+  if (const Value* b = node.input(8); b && (!b->constant() || b->dtype() != DType::kFloat32)) {
+    return "the bias must be an f32 constant";
+  }
+  if (node.output(0) && !float_out && !Is8BitInteger(node.output(0)->dtype())) return "the output must be 8-bit";
+  return "";
+}
 
 std::vector<CpuTactic> QConvTactics(const Node& node) {
   if (node.op() != OpKind::kQConv || !WhyNotQConv(node).empty()) return {};

@@ -24,6 +24,7 @@ std::vector<CpuTactic> CpuTacticsFor(const Node& node) {
   if (op == OpKind::kAttention) return onednn::AttentionTactics(node);
   if (op == OpKind::kLayerNormalization) return onednn::LayerNormTactics(node);
   if (op == OpKind::kQConv) return onednn::QConvTactics(node);
+  if (op == OpKind::kQMatMul) return onednn::QMatMulTactics(node);
   if (op == OpKind::kQuantizeLinear || op == OpKind::kDequantizeLinear || op == OpKind::kQAdd) {
     return onednn::QuantEltwiseTactics(node);
   }

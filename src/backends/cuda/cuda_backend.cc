@@ -10,6 +10,8 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "backends/cuda/cuda_info.h"
 #include "backends/cuda/cuda_kernels.h"
@@ -26,6 +28,27 @@ constexpr size_t kMaxPrograms = 16;
 bool Verbose() {
   static const bool v = std::getenv("KILN_CUDA_VERBOSE") != nullptr;
   return v;
+}
+
+// memcpy between host buffers, split over several threads when large: one thread copies about 10 GB/s,
+// so staging a batch of 128 images (77 MB) alone took longer than the GPU's whole forward pass.
+void CopyHost(void* dst, const void* src, size_t bytes) {
+  constexpr size_t kChunk = size_t{8} << 20;
+  const size_t cores = std::max(1u, std::thread::hardware_concurrency() / 2);
+  const size_t threads = std::min({bytes / kChunk, cores, size_t{8}});
+  if (threads < 2) {
+    if (bytes) std::memcpy(dst, src, bytes);
+    return;
+  }
+  const size_t part = (bytes / threads + 63) / 64 * 64;
+  auto copy = [&](size_t i) {
+    const size_t begin = std::min(bytes, i * part), end = std::min(bytes, begin + part);
+    std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
+  };
+  std::vector<std::thread> pool;
+  for (size_t i = 1; i < threads; ++i) pool.emplace_back(copy, i);
+  copy(0);
+  for (std::thread& t : pool) t.join();
 }
 
 bool Profiling() {
@@ -356,7 +379,7 @@ class Executor final : public CudaExecutor {
     std::vector<char*> staged_in;
     for (const auto& in : prog->inputs) {
       const Tensor& t = inputs.at(in.first);
-      if (t.nbytes()) std::memcpy(host, t.raw_data(), t.nbytes());
+      CopyHost(host, t.raw_data(), t.nbytes());
       staged_in.push_back(host);
       host += (t.nbytes() + 63) / 64 * 64;
     }
@@ -384,7 +407,7 @@ class Executor final : public CudaExecutor {
     for (const auto& st : staged) {
       const DevTensor& dt = prog->tensors[static_cast<size_t>(prog->outputs.at(st.first))];
       Tensor t(dt.dtype, dt.sizes);
-      if (t.nbytes()) std::memcpy(t.raw_data(), st.second, t.nbytes());
+      CopyHost(t.raw_data(), st.second, t.nbytes());
       result[st.first] = std::move(t);
     }
     float ms[3] = {0, 0, 0};

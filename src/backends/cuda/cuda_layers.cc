@@ -167,14 +167,29 @@ Expected<ConvSetup> MakeConvSetup(const Node& node, bool half, bool tf32) {
   return s;
 }
 
+// The most workspace one convolution algorithm may use: an eighth of the GPU's memory, at most 4 GiB
+// (FFT and Winograd algorithms of large-batch VGG-style layers want GBs, and the workspace is one
+// buffer shared by every layer of a context), or KILN_CUDA_WORKSPACE_MB.
+size_t ConvWorkspaceLimit() {
+  if (const char* e = std::getenv("KILN_CUDA_WORKSPACE_MB")) {
+    char* end = nullptr;
+    const unsigned long long mb = std::strtoull(e, &end, 10);
+    if (end != e && *end == '\0' && mb <= (size_t{1} << 20)) return static_cast<size_t>(mb) << 20;
+  }
+  size_t free = 0, total = 0;  // of the current device
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) return size_t{512} << 20;
+  return std::min<size_t>(total / 8, size_t{4} << 30);
+}
+
 Expected<std::vector<cudnnConvolutionFwdAlgo_t>> ConvAlgos(Resources& res, const ConvSetup& s) {
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int count = 0;
   KILN_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(res.cudnn(), s.x.get(), s.w.get(), s.conv.get(), s.y.get(),
                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+  const size_t limit = ConvWorkspaceLimit();
   std::vector<cudnnConvolutionFwdAlgo_t> algos;
   for (int i = 0; i < count; ++i) {
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= (size_t{512} << 20)) algos.push_back(perf[i].algo);
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) algos.push_back(perf[i].algo);
   }
   return algos;
 }

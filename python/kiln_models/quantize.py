@@ -85,6 +85,9 @@ def quantize_qdq_inputs(src, dst, shapes, samples=16, images=None, seed=0):
     if not any(n.op_type == "Conv" for n in model.graph.node):
         inits = {i.name for i in model.graph.initializer}
         options["op_types_to_quantize"] = ["MatMul"]
+        # A MatMul's float output goes straight on to its bias Add (fused into the 8-bit product): no Q/DQ
+        # pair on it, which would cost a rounding step and two passes for nothing.
+        options["extra_options"] = {"OpTypesToExcludeOutputQuantization": ["MatMul"]}
         options["nodes_to_exclude"] = [n.name for n in model.graph.node
                                        if n.op_type == "MatMul" and not any(i in inits for i in n.input)]
 

@@ -19,6 +19,7 @@
 //               per tensor or per column (b_scale [N]: DequantizeLinear's axis 1, as onnxruntime writes a
 //               MatMul's per-channel weights); Bias f32 [N]. Without y_scale and y_zero_point Y is f32 (the
 //               form onnxruntime writes when only MatMuls are quantized: the float ops after it stay float).
+//               Attribute `activation` (as kiln.FusedGemm's, applied after the bias, before any Q).
 //   kiln.QAdd   Y = Q(act(DQ(A, a_scale, a_zero_point) + DQ(B, b_scale, b_zero_point)), y_scale, y_zero_point)
 //               inputs A, a_scale, a_zero_point?, B, b_scale, b_zero_point?, y_scale, y_zero_point; every
 //               scale and zero point per tensor; A and B broadcast as Add's. `activation`: "" or Relu.
@@ -207,13 +208,12 @@ Status RunQMatMul(KernelContext& ctx) {
   if (b.rank() != 2) return ctx.Error("B must be 2-D [K, N], got " + b.Description());
   KILN_ASSIGN_OR_RETURN(Tensor af, Dequantized(ctx, *ctx.input(0), 1, "A"));
   KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantized(ctx, b, 4, "B", /*axis=*/1));  // per column
-  KILN_ASSIGN_OR_RETURN(Tensor yf, RunAs(OpKind::kMatMul, ctx.node(), {&af, &bf}));
-  if (const Tensor* bias = ctx.input(8)) {
-    if (bias->dtype() != DType::kFloat32 || bias->numel() != b.size(1)) {
-      return ctx.Error("Bias must be f32 [" + std::to_string(b.size(1)) + "], got " + bias->Description());
-    }
-    KILN_ASSIGN_OR_RETURN(yf, RunAs(OpKind::kAdd, ctx.node(), {&yf, bias}));
+  const Tensor* bias = ctx.input(8);
+  if (bias && (bias->dtype() != DType::kFloat32 || bias->numel() != b.size(1))) {
+    return ctx.Error("Bias must be f32 [" + std::to_string(b.size(1)) + "], got " + bias->Description());
   }
+  // kiln.FusedGemm without transposes is MatMul + bias + the fused activation.
+  KILN_ASSIGN_OR_RETURN(Tensor yf, RunAs(OpKind::kFusedGemm, ctx.node(), {&af, &bf, bias}));
   if (FloatOutput(ctx.node())) {
     ctx.SetOutput(0, std::move(yf));
     return Status::Ok();
@@ -272,9 +272,16 @@ void RegisterQuantizedOps(OpRegistry& r) {
                       .validate = ValidateQConv,
                       .infer = InferQConv,
                       .run = RunQConv});
+  std::vector<AttrSpec> act_attrs;
+  if (const OpSchema* fused = r.Find(OpKind::kFusedGemm)) {
+    for (const AttrSpec& a : fused->attrs) {
+      if (a.name.rfind("activation", 0) == 0) act_attrs.push_back(a);
+    }
+  }
   r.Register(OpSchema{.op = OpKind::kQMatMul,
                       .min_inputs = 2,
                       .max_inputs = 9,
+                      .attrs = act_attrs,
                       .validate = [](const Node& n) { return CheckRequired(n); },
                       .infer = InferQMatMul,
                       .run = RunQMatMul});

@@ -2,6 +2,7 @@
 //   Add(MatMul(a, b), c) -> FusedGemm(a, b, c)          c constant, broadcasting over the output
 //   Add(FusedGemm(a, b, c), r) -> FusedGemm(a, b, c, r)  r the residual, same shape as the output
 //   act(MatMul | Gemm | FusedGemm(...)) -> FusedGemm(..., activation=act)
+//   act(kiln.QMatMul(...) with an f32 output) -> kiln.QMatMul(..., activation=act)
 // A Gemm followed by a residual Add or an activation becomes a FusedGemm (same alpha/beta/trans).
 #include "passes/match.h"
 #include "passes/pass.h"
@@ -21,8 +22,28 @@ bool BroadcastsOnto(const Tensor* c, const std::optional<Shape>& y) {
   return true;
 }
 
+// act(kiln.QMatMul with a float output) -> kiln.QMatMul(..., activation=act): the 8-bit product's f32
+// result goes through the activation in the same kernel.
+Expected<bool> FuseQMatMulActivation(Graph& g, Node* mm, PassReport& report) {
+  if (mm->op() != OpKind::kQMatMul || HasActivation(mm) || mm->input(6) || mm->input(7)) return false;
+  Value* y = mm->output(0);
+  if (y->dtype() != DType::kFloat32 || !HasSingleUse(y)) return false;
+  Node* next = y->uses()[0].node;
+  Attributes attrs = mm->attrs();
+  if (!FusableActivation(next, attrs)) return false;
+  const std::string what = "kiln.QMatMul + " + attrs.GetString("activation") + " fused";
+  const std::vector<std::string> names = {NodeName(mm), NodeName(next)};
+  const std::vector<Value*> inputs = mm->inputs();
+  KILN_ASSIGN_OR_RETURN(Node * f, ReplaceNodes(g, {mm, next}, OpKind::kQMatMul, NodeName(mm), inputs,
+                                               {next->output(0)}, std::move(attrs), mm->opset()));
+  report.Count(what);
+  report.Fused(f->name(), "kiln.QMatMul", names);
+  return true;
+}
+
 Expected<bool> Fuse(Graph& g, Node* mm, PassReport& report) {
   const OpKind op = mm->op();
+  if (op == OpKind::kQMatMul) return FuseQMatMulActivation(g, mm, report);
   if (op != OpKind::kMatMul && op != OpKind::kGemm && op != OpKind::kFusedGemm) return false;
   Value* y = mm->output(0);
   if (HasActivation(mm) || !IsFloat(y->dtype()) || !HasSingleUse(y)) return false;

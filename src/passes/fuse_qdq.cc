@@ -161,7 +161,8 @@ Node* BiasAdd(Graph& g, Value* y, int64_t n, Value** bias) {
   Value* other = add->input(0) == y ? add->input(1) : add->input(0);
   const Tensor* t = ConstantOf(other);
   if (!t || t->dtype() != DType::kFloat32 || t->numel() != n || t->size(t->rank() - 1) != n) return nullptr;
-  if (!SameKnownShape(y, add->output(0))) return nullptr;  // the bias must not broadcast Y up
+  // [N] or [1, .., 1, N] of a rank no higher than Y's: adding it never broadcasts Y up.
+  if (!y->shape() || t->rank() > y->shape()->rank()) return nullptr;
   if (t->rank() != 1) {
     Tensor flat(DType::kFloat32, {n});
     std::memcpy(flat.raw_data(), t->raw_data(), t->nbytes());

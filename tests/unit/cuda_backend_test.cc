@@ -146,6 +146,18 @@ std::vector<Case> Cases() {
                      Value* c = Conv(b, x, 24, 24, 3, 2, 1, 24, true, "c");
                      return b.Done(b.Op(OpKind::kClip, {c, b.Scalar("lo", 0.f), b.Scalar("hi", 6.f)}, "y", 13));
                    }, "kiln.dwconv"});
+  // Stride 1, no activation, odd sizes narrower than the kernel's 4-pixel tile; and 12 channels (not a
+  // multiple of 8: the FP16 NHWC path falls back to the one-output-per-thread kernel).
+  cases.push_back({"depthwise_kiln_kernel_stride1", [] {
+                     G b;
+                     Value* x = b.In("x", {3, 40, 9, 3});
+                     return b.Done(Conv(b, x, 40, 40, 3, 1, 1, 40, true, "y"));
+                   }, "kiln.dwconv"});
+  cases.push_back({"depthwise_kiln_kernel_12_channels", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 12, 10, 10});
+                     return b.Done(b.Op(OpKind::kRelu, {Conv(b, x, 12, 12, 3, 1, 1, 12, true, "c")}, "y"));
+                   }, "kiln.dwconv"});
   cases.push_back({"resnet_block_residual", [] {
                      G b;
                      Value* x = b.In("x", {2, 64, 8, 8});

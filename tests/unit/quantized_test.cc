@@ -267,6 +267,7 @@ struct QMatMulCase {
   int a_zero = 0;
   bool per_column = true;
   bool bias = true;
+  std::string activation;  // f32 Y only
 };
 
 std::vector<QMatMulCase> QMatMulCases() {
@@ -275,6 +276,8 @@ std::vector<QMatMulCase> QMatMulCases() {
       {"rank 2, odd K and N, u8 zp 0, per tensor", {7, 33}, 17, DType::kUInt8, 0, false, false},
       {"rank 4, i8 zp -3, per column, no bias", {2, 3, 5, 40}, 50, DType::kInt8, -3, true, false},
       {"one row, K 1", {1, 1}, 9, DType::kUInt8, 200, true, true},
+      {"fused GELU (erf), rank 3", {3, 20, 64}, 96, DType::kUInt8, 128, true, true, "Gelu"},
+      {"fused ReLU, no bias", {5, 30}, 24, DType::kInt8, 0, false, false, "Relu"},
   };
 }
 
@@ -312,6 +315,7 @@ void BuildQMatMul(const QMatMulCase& c, double y_scale, int y_zero, QMatMulGraph
   while (!ins.back()) ins.pop_back();
   Value* y = g.AddValue("y", DType::kUndefined);
   out.node = g.AddNode(OpKind::kQMatMul, "qmm", ins, {y}, 1);
+  if (!c.activation.empty()) out.node->attrs().Set("activation", c.activation);
   g.AddOutput(y);
 }
 
@@ -337,6 +341,7 @@ TEST(QuantizedTactics, QMatMulMatchesReference) {
     const double sy = std::max(1e-3, (double{hi} - lo) / 255.0);
     const int zy = static_cast<int>(std::lround(-lo / sy));
     for (bool float_out : {true, false}) {
+      if (!float_out && !c.activation.empty()) continue;
       SCOPED_TRACE(c.name + (float_out ? ", f32 Y" : ", u8 Y"));
       QMatMulGraph q;
       BuildQMatMul(c, float_out ? 0 : sy, zy, q);
@@ -613,8 +618,8 @@ TEST(FuseQdq, FloatOutputConvolution) {
 }
 
 // onnxruntime's form of a quantized transformer projection: Q -> DQ on the activation, DQ of per-column
-// i8 weights (axis 1), MatMul, bias Add, the result left in float. A MatMul of two activations (attention's)
-// beside it stays float.
+// i8 weights (axis 1), MatMul, bias Add, the result left in float (here through a ReLU, which fuse_gemm
+// folds into the kiln.QMatMul). A MatMul of two activations (attention's) beside it stays float.
 TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   std::mt19937 rng(11);
   Graph g;
@@ -639,8 +644,10 @@ TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   g.AddNode(OpKind::kMatMul, "MatMul", {x, w}, {y}, 13);
   Tensor bias(DType::kFloat32, {12});
   for (int64_t i = 0; i < 12; ++i) bias.data<float>()[i] = 0.25f * static_cast<float>(i) - 1.f;
+  Value* ya = g.AddValue("ya", DType::kUndefined);
+  g.AddNode(OpKind::kAdd, "Bias", {c("bias", std::move(bias)), y}, {ya}, 13);
   Value* yb = g.AddValue("yb", DType::kUndefined);
-  g.AddNode(OpKind::kAdd, "Bias", {c("bias", std::move(bias)), y}, {yb}, 13);
+  g.AddNode(OpKind::kRelu, "Relu", {ya}, {yb}, 13);
   // [2, 5, 16] x [2, 16, 5]: two activations; stays a float MatMul.
   Value* xt = g.AddValue("xt", DType::kUndefined);
   g.AddNode(OpKind::kTranspose, "T", {x}, {xt}, 13)->attrs().Set("perm", Ints{0, 2, 1});
@@ -659,6 +666,7 @@ TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   int float_matmuls = 0;
   for (const Node* n : g.nodes()) {
     EXPECT_NE(n->op(), OpKind::kAdd);
+    EXPECT_NE(n->op(), OpKind::kRelu);
     float_matmuls += n->op() == OpKind::kMatMul;
     if (n->op() == OpKind::kQMatMul) qmm = n;
   }
@@ -666,6 +674,7 @@ TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   EXPECT_EQ(float_matmuls, 1);
   EXPECT_EQ(qmm->output(0)->dtype(), DType::kFloat32);
   ASSERT_NE(qmm->input(8), nullptr);  // the bias
+  EXPECT_EQ(qmm->attrs().GetString("activation", ""), "Relu");
   auto after = RunReference(g, {{"input", feed}});
   ASSERT_TRUE(after.ok()) << after.status().message();
   ExpectFloatClose(before->at("yb"), after->at("yb"), "QMatMul with bias");

@@ -4,7 +4,8 @@
 // or 8-bit. The i32 accumulation runs on the VNNI dot-product instructions where the CPU has them; the
 // kernel computes Y = saturate(round((acc + Bias / (sa * sb[n])) * sa * sb[n] / sy) + zy), acc the integer
 // product of (A - za) and B (oneDNN 2.x adds the bias before the output scales, as for kiln.QConv); for an
-// f32 Y, sy = 1 and zy = 0. A's zero point is passed at run time. The weights are packed once per process.
+// f32 Y, sy = 1 and zy = 0, and a fused activation (BERT's GELU) is an eltwise post-op on the real value.
+// A's zero point is passed at run time. The weights are packed once per process.
 #include <cstring>
 #include <map>
 #include <memory>
@@ -28,6 +29,12 @@ std::string WhyNotQMatMul(const Node& node) {
   if (!a->shape() || a->shape()->rank() < 2) return "A must have rank >= 2";
   const Tensor* bt = ConstantInput(node, 3);
   if (!bt || bt->rank() != 2) return "B must be a 2-D constant";
+  if (!node.attrs().GetString("activation", "").empty()) {
+    // The post-op sees the value in Y's units: the real value only for an f32 Y.
+    if (node.input(6) || node.input(7)) return "a fused activation needs an f32 Y";
+    dnnl::post_ops po;
+    if (!AppendActivation(node.attrs(), po)) return "activation not supported";
+  }
   return WhyNotQuantParams(node, bt->size(1));
 }
 
@@ -84,6 +91,9 @@ Expected<QMatMulKernel::Prepared*> QMatMulKernel::Prepare(const KernelContext& c
   y_zero_ = float_out ? 0 : static_cast<int32_t>(ctx.input(7)->GetAsInt64(0));
   if (a_zero_ != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   if (y_zero_ != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+  dnnl::post_ops po;
+  if (!AppendActivation(ctx.attrs(), po)) return InvalidArgument("onednn.qmatmul: activation not supported");
+  attr.set_post_ops(po);
   const dnnl::matmul::primitive_desc pd(desc, attr, Engine());
   p->matmul = dnnl::matmul(pd);
   p->weights = SharedPackedWeights(b, weights_user, pd.weights_desc());

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/cuda_kernels.h"
 
@@ -301,6 +303,102 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
     Store(y, i, Apply(act, acc));
   }
 }
+
+// FP16 NHWC depthwise KH x KW convolutions (dilation 1, channels a multiple of 8): each thread computes 8
+// channels (one 16-byte vector) of kTile neighbouring output pixels of a row, so its 8 x KH x KW weights are
+// loaded once per kTile outputs and a warp reads 512 contiguous bytes of each input pixel row it touches.
+// FP32 accumulation, the bias / residual / activation epilogue as DwConvKernel.
+constexpr int kDwTile = 4;
+
+// The 8 halves of a 16-byte vector as floats.
+__device__ __forceinline__ void Unpack8(const uint4& v, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float2 p = __half22float2(h[q]);
+    f[2 * q] = p.x;
+    f[2 * q + 1] = p.y;
+  }
+}
+
+template <int KH, int KW, int SW, typename I>
+__global__ void DwConvNhwcHalf8Kernel(const uint4* __restrict__ x, const uint4* __restrict__ w,
+                                      const uint4* __restrict__ bias, const uint4* __restrict__ z, uint4* y,
+                                      DwGeometry g, ActParams act, I total) {
+  constexpr int kTaps = KH * KW;
+  constexpr int kCols = (kDwTile - 1) * SW + KW;  // input columns under the tile's outputs
+  const I CV = static_cast<I>(g.c / 8), OWT = static_cast<I>((g.ow + kDwTile - 1) / kDwTile);
+  const I H = static_cast<I>(g.h), W = static_cast<I>(g.w), OH = static_cast<I>(g.oh), OW = static_cast<I>(g.ow);
+  KILN_GRID_LOOP(i, total) {
+    const I cv = i % CV;
+    I r = i / CV;
+    const I ox0 = (r % OWT) * kDwTile;
+    r /= OWT;
+    const I oy = r % OH, n = r / OH;
+    // Weights [C, KH, KW] (KRSC with one input channel): the 8 channels' taps are 8 * kTaps contiguous
+    // halves, 16-byte aligned when kTaps * 16 bytes is (loaded as kTaps vectors).
+    float wf[8][kTaps];
+    {
+      uint4 wv[kTaps];
+      const uint4* wp = w + cv * kTaps;
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) wv[t] = __ldg(wp + t);
+      const __half* wh = reinterpret_cast<const __half*>(wv);
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+#pragma unroll
+        for (int t = 0; t < kTaps; ++t) wf[c][t] = __half2float(wh[c * kTaps + t]);
+      }
+    }
+    float acc[kDwTile][8];
+#pragma unroll
+    for (int j = 0; j < kDwTile; ++j) {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[j][c] = 0.f;
+    }
+    const I ix0 = ox0 * SW - g.pw;
+#pragma unroll
+    for (int ky = 0; ky < KH; ++ky) {
+      const I iy = oy * g.sh - g.ph + ky;
+      if (iy < 0 || iy >= H) continue;
+      const uint4* row = x + ((n * H + iy) * W) * CV + cv;
+      // Each input column once, added into every output of the tile that covers it.
+#pragma unroll
+      for (int col = 0; col < kCols; ++col) {
+        const I ix = ix0 + col;
+        if (ix < 0 || ix >= W) continue;
+        float f[8];
+        Unpack8(__ldg(row + ix * CV), f);
+#pragma unroll
+        for (int j = 0; j < kDwTile; ++j) {
+          const int kx = col - j * SW;
+          if (kx < 0 || kx >= KW) continue;
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[j][c] += f[c] * wf[c][ky * KW + kx];
+        }
+      }
+    }
+    float b[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (bias) Unpack8(__ldg(bias + cv), b);
+#pragma unroll
+    for (int j = 0; j < kDwTile; ++j) {
+      if (ox0 + j >= OW) break;
+      const I at = ((n * OH + oy) * OW + ox0 + j) * CV + cv;
+      float zf[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      if (z) Unpack8(z[at], zf);
+      uint4 out;
+      __half2* o = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        o[q] = __floats2half2_rn(Apply(act, acc[j][2 * q] + b[2 * q] + zf[2 * q]),
+                                 Apply(act, acc[j][2 * q + 1] + b[2 * q + 1] + zf[2 * q + 1]));
+      }
+      y[at] = out;
+    }
+  }
+}
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // NCHW: one warp per (n, c) plane.
 template <typename T>
@@ -648,6 +746,23 @@ cudaError_t DwConv(const void* x, const void* w, const void* bias, const void* z
                    const DwGeometry& g, ActParams act, cudaStream_t s) {
   const int64_t total = g.n * g.c * g.oh * g.ow;
   if (total == 0) return cudaSuccess;
+  if (half && nhwc && g.c % 8 == 0 && g.kh == 3 && g.kw == 3 && g.dh == 1 && g.dw == 1 && (g.sw == 1 || g.sw == 2) &&
+      Aligned16(x) && Aligned16(w) && Aligned16(y) && (!bias || Aligned16(bias)) && (!z || Aligned16(z))) {
+    const int64_t tiles = g.n * g.oh * ((g.ow + kDwTile - 1) / kDwTile) * (g.c / 8);
+    auto launch = [&](auto itag, auto stride) {
+      using I = decltype(itag);
+      DwConvNhwcHalf8Kernel<3, 3, decltype(stride)::value, I><<<Blocks(tiles), kThreads, 0, s>>>(
+          static_cast<const uint4*>(x), static_cast<const uint4*>(w), static_cast<const uint4*>(bias),
+          static_cast<const uint4*>(z), static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
+    };
+    const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
+    if (g.sw == 1) {
+      fits ? launch(int32_t(), std::integral_constant<int, 1>()) : launch(int64_t(), std::integral_constant<int, 1>());
+    } else {
+      fits ? launch(int32_t(), std::integral_constant<int, 2>()) : launch(int64_t(), std::integral_constant<int, 2>());
+    }
+    return cudaGetLastError();
+  }
   auto run = [&](auto tag, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);

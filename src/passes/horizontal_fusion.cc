@@ -4,6 +4,9 @@
 //   (e.g. the 1x1 branches of an Inception block)
 //   MatMul/FusedGemm(x, B1, c1), ..., (x, Bk, ck) -> Split(FusedGemm(x, [B1 ... Bk], [c1 ... ck]), last axis)
 //   (e.g. the Q, K, V projections of attention)
+//   kiln.QMatMul(x, sx, zx, B1, s1, .., c1), ... -> Split(kiln.QMatMul(x, sx, zx, [B1 ... Bk], [s1 ... sk], ..,
+//   [c1 ... ck]), last axis)   (8-bit B with zero points 0, f32 outputs; per-tensor scales become per column)
+#include <cstring>
 #include <map>
 
 #include "passes/match.h"
@@ -42,6 +45,94 @@ std::optional<std::string> GemmKey(const Node* n) {
   }
   for (const char* k : {"transA", "transB"}) attrs.Erase(k);
   return "gemm:" + std::to_string(a->id()) + ":" + std::to_string(w->size(0)) + AttributesKey(attrs);
+}
+
+// A kiln.QMatMul with an f32 output: its key names the 8-bit input and its parameters (by value).
+std::optional<std::string> QMatMulKey(const Node* n) {
+  if (n->op() != OpKind::kQMatMul || n->input(6) || n->input(7) || !n->output(0)->shape()) return std::nullopt;
+  const Tensor* b = ConstantOf(n->input(3));
+  const Tensor* sa = ConstantOf(n->input(1));
+  const Tensor* za = n->input(2) ? ConstantOf(n->input(2)) : nullptr;
+  const Tensor* sb = ConstantOf(n->input(4));
+  if (!b || b->rank() != 2 || b->dtype() != DType::kInt8 || !sa || sa->numel() != 1 || !sb) return std::nullopt;
+  if (n->input(2) && (!za || za->numel() != 1)) return std::nullopt;
+  if (sb->dtype() != DType::kFloat32 || (sb->numel() != 1 && sb->numel() != b->size(1))) return std::nullopt;
+  if (const Value* zb = n->input(5)) {
+    const Tensor* t = ConstantOf(zb);
+    if (!t) return std::nullopt;
+    for (int64_t i = 0; i < t->numel(); ++i) {
+      if (t->GetAsInt64(i) != 0) return std::nullopt;
+    }
+  }
+  if (n->input(8)) {
+    const Tensor* c = ConstantOf(n->input(8));
+    if (!c || c->rank() != 1 || c->dtype() != DType::kFloat32 || c->size(0) != b->size(1)) return std::nullopt;
+  }
+  return "qgemm:" + std::to_string(n->input(0)->id()) + ":" + std::to_string(b->size(0)) + ":" +
+         std::to_string(sa->GetAsDouble(0)) + ":" + std::to_string(za ? za->GetAsInt64(0) : 0) + ":" +
+         std::string(DTypeName(za ? za->dtype() : n->input(0)->dtype())) + AttributesKey(n->attrs());
+}
+
+// kiln.QMatMuls of one key as one: B side by side (i8 [K, sum N]), per-column scales and biases.
+Status MergeQMatMul(Graph& g, const std::vector<Node*>& group, PassReport& report) {
+  Node* first = group[0];
+  const int64_t k = ConstantOf(first->input(3))->size(0);
+  int64_t total = 0;
+  std::vector<int64_t> split;
+  bool any_bias = false;
+  for (Node* n : group) {
+    split.push_back(ConstantOf(n->input(3))->size(1));
+    total += split.back();
+    any_bias = any_bias || n->input(8);
+  }
+  Tensor b(DType::kInt8, {k, total}), sb(DType::kFloat32, {total}), bias(DType::kFloat32, {total});
+  int64_t col = 0;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const Tensor& bi = *ConstantOf(group[i]->input(3));
+    const Tensor& si = *ConstantOf(group[i]->input(4));
+    const Tensor* ci = group[i]->input(8) ? ConstantOf(group[i]->input(8)) : nullptr;
+    const int64_t n = split[i];
+    for (int64_t r = 0; r < k; ++r) {
+      std::memcpy(b.data<int8_t>() + r * total + col, bi.data<int8_t>() + r * n, static_cast<size_t>(n));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      sb.data<float>()[col + j] = si.data<float>()[si.numel() == 1 ? 0 : j];
+      bias.data<float>()[col + j] = ci ? ci->data<float>()[j] : 0.f;
+    }
+    col += n;
+  }
+  const std::string base = NodeName(first) + "_hmerged";
+  std::vector<Value*> outs;
+  std::vector<std::string> names;
+  for (Node* n : group) {
+    outs.push_back(n->output(0));
+    names.push_back(NodeName(n));
+  }
+  std::vector<Value*> inputs = {first->input(0),
+                                first->input(1),
+                                first->input(2),
+                                NewConstant(g, base + "_B", std::move(b)),
+                                NewConstant(g, base + "_b_scale", std::move(sb)),
+                                nullptr,
+                                nullptr,
+                                nullptr,
+                                any_bias ? NewConstant(g, base + "_bias", std::move(bias)) : nullptr};
+  while (!inputs.back()) inputs.pop_back();
+  const size_t rank = first->output(0)->shape()->rank();
+  Value* merged = g.AddValue(g.UniqueValueName(base), DType::kFloat32);
+  Attributes attrs = first->attrs();
+  const int opset = first->opset();
+  KILN_ASSIGN_OR_RETURN(Node * m, ReplaceNodes(g, group, OpKind::kQMatMul, base, inputs, {merged}, std::move(attrs),
+                                               opset));
+  Value* sizes = NewConstant(g, base + "_split", Tensor::FromVector(split));
+  Node* s = g.AddNode(OpKind::kSplit, base + "_split", {merged, sizes}, outs, 13);
+  s->attrs().Set("axis", static_cast<int64_t>(rank - 1));
+  Status st = InferNode(s);
+  if (!st.ok()) return Internal("horizontal fusion made an invalid Split: " + st.message());
+  report.Count("sibling 8-bit GEMMs merged", static_cast<int64_t>(group.size()));
+  report.Count("Split nodes added");
+  report.Fused(m->name(), "kiln.QMatMul", names);
+  return Status::Ok();
 }
 
 // Concatenates the float constants along `axis`, filling absent ones (null) with zeros of `sizes[i]`.
@@ -122,6 +213,7 @@ Status HorizontalFusion(Graph& g, PassReport& report) {
   for (Node* n : order) {
     std::optional<std::string> key = ConvKey(n);
     if (!key) key = GemmKey(n);
+    if (!key) key = QMatMulKey(n);
     if (!key) continue;
     auto& members = groups[*key];
     if (members.empty()) keys.push_back(*key);
@@ -130,6 +222,10 @@ Status HorizontalFusion(Graph& g, PassReport& report) {
   for (const std::string& key : keys) {
     const auto& members = groups[key];
     if (members.size() < 2) continue;
+    if (key.rfind("qgemm:", 0) == 0) {
+      KILN_RETURN_IF_ERROR(MergeQMatMul(g, members, report));
+      continue;
+    }
     KILN_RETURN_IF_ERROR(Merge(g, members, key.rfind("conv:", 0) == 0, report));
   }
   return Status::Ok();

@@ -617,21 +617,31 @@ TEST(FuseQdq, FloatOutputConvolution) {
   ExpectFloatClose(before->at("r"), after->at("r"), "float-output QConv");
 }
 
+// A graph input "input" (f32 `sizes`) through QuantizeLinear and DequantizeLinear with u8 per-tensor
+// parameters: an activation as onnxruntime's QDQ form feeds it to a quantized layer.
+Value* QdqInput(Graph& g, const Ints& sizes, double scale, int zero) {
+  Value* in = g.AddValue("input", DType::kFloat32, Shape::FromSizes(sizes));
+  g.AddInput(in);
+  auto params = [&](const std::string& s) {
+    return std::vector<Value*>{g.AddConstant("s" + s, Scalar(DType::kFloat32, scale)),
+                               g.AddConstant("z" + s, Scalar(DType::kUInt8, zero))};
+  };
+  const std::vector<Value*> q = params("q"), dq = params("dq");
+  Value* xq = g.AddValue("xq", DType::kUndefined);
+  g.AddNode(OpKind::kQuantizeLinear, "Qx", {in, q[0], q[1]}, {xq}, 13);
+  Value* x = g.AddValue("x", DType::kUndefined);
+  g.AddNode(OpKind::kDequantizeLinear, "DQx", {xq, dq[0], dq[1]}, {x}, 13);
+  return x;
+}
+
 // onnxruntime's form of a quantized transformer projection: Q -> DQ on the activation, DQ of per-column
 // i8 weights (axis 1), MatMul, bias Add, the result left in float (here through a ReLU, which fuse_gemm
 // folds into the kiln.QMatMul). A MatMul of two activations (attention's) beside it stays float.
 TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   std::mt19937 rng(11);
   Graph g;
-  Value* in = g.AddValue("input", DType::kFloat32, Shape::FromSizes({2, 5, 16}));
-  g.AddInput(in);
+  Value* x = QdqInput(g, {2, 5, 16}, 0.03, 120);
   auto c = [&](const std::string& name, Tensor t) { return g.AddConstant(name, std::move(t)); };
-  Value* xq = g.AddValue("xq", DType::kUndefined);
-  g.AddNode(OpKind::kQuantizeLinear, "Qx",
-            {in, c("sx", Scalar(DType::kFloat32, 0.03)), c("zx", Scalar(DType::kUInt8, 120))}, {xq}, 13);
-  Value* x = g.AddValue("x", DType::kUndefined);
-  g.AddNode(OpKind::kDequantizeLinear, "DQx",
-            {xq, c("sx2", Scalar(DType::kFloat32, 0.03)), c("zx2", Scalar(DType::kUInt8, 120))}, {x}, 13);
   Tensor sw(DType::kFloat32, {12});
   for (int64_t i = 0; i < 12; ++i) sw.data<float>()[i] = 0.005f + 0.001f * static_cast<float>(i);
   Value* w = g.AddValue("w", DType::kUndefined);
@@ -679,6 +689,59 @@ TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   ASSERT_TRUE(after.ok()) << after.status().message();
   ExpectFloatClose(before->at("yb"), after->at("yb"), "QMatMul with bias");
   ExpectFloatClose(before->at("scores"), after->at("scores"), "float MatMul beside it");
+}
+
+// Three 8-bit projections of one quantized activation (attention's Q, K and V as onnxruntime writes them;
+// one with a per-tensor weight scale and no bias) become one kiln.QMatMul over the weights side by side and
+// a Split, with the same results.
+TEST(FuseQdq, SiblingQMatMulsMergeHorizontally) {
+  std::mt19937 rng(17);
+  Graph g;
+  Value* x = QdqInput(g, {2, 6, 16}, 0.025, 128);
+  auto c = [&](const std::string& name, Tensor t) { return g.AddConstant(name, std::move(t)); };
+  const int64_t widths[] = {12, 8, 12};
+  std::vector<std::string> names;
+  for (int i = 0; i < 3; ++i) {
+    const std::string k = std::to_string(i);
+    const int64_t n = widths[i];
+    Tensor sw(DType::kFloat32, i == 1 ? Ints{} : Ints{n});
+    for (int64_t j = 0; j < sw.numel(); ++j) sw.data<float>()[j] = 0.004f + 0.0005f * static_cast<float>(j + i);
+    Value* w = g.AddValue("w" + k, DType::kUndefined);
+    Node* dqw = g.AddNode(OpKind::kDequantizeLinear, "DQw" + k,
+                          {c("wq" + k, RandomInt8(DType::kInt8, {16, n}, rng, -127, 127)), c("sw" + k, std::move(sw))},
+                          {w}, 13);
+    dqw->attrs().Set("axis", int64_t{1});
+    Value* y = g.AddValue("y" + k, DType::kUndefined);
+    g.AddNode(OpKind::kMatMul, "MatMul" + k, {x, w}, {y}, 13);
+    Value* out = y;
+    if (i != 1) {
+      Tensor bias(DType::kFloat32, {n});
+      for (int64_t j = 0; j < n; ++j) {
+        bias.data<float>()[j] = 0.1f * static_cast<float>(j) - 0.5f * static_cast<float>(i);
+      }
+      out = g.AddValue("yb" + k, DType::kUndefined);
+      g.AddNode(OpKind::kAdd, "Bias" + k, {y, c("bias" + k, std::move(bias))}, {out}, 13);
+    }
+    g.AddOutput(out);
+    names.push_back(out->name());
+  }
+  ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
+  Tensor feed(DType::kFloat32, {2, 6, 16});
+  std::uniform_real_distribution<float> d(-3.f, 3.f);
+  for (int64_t i = 0; i < feed.numel(); ++i) feed.data<float>()[i] = d(rng);
+  auto before = RunReference(g, {{"input", feed}});
+  ASSERT_TRUE(before.ok()) << before.status().message();
+  ASSERT_TRUE(RunPipeline(g, PipelineOptions{}).ok());
+  int qmatmuls = 0, splits = 0;
+  for (const Node* n : g.nodes()) {
+    qmatmuls += n->op() == OpKind::kQMatMul;
+    splits += n->op() == OpKind::kSplit;
+  }
+  EXPECT_EQ(qmatmuls, 1);
+  EXPECT_EQ(splits, 1);
+  auto after = RunReference(g, {{"input", feed}});
+  ASSERT_TRUE(after.ok()) << after.status().message();
+  for (const std::string& name : names) ExpectFloatClose(before->at(name), after->at(name), name);
 }
 
 }  // namespace

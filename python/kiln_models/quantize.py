@@ -57,11 +57,12 @@ def _random_inputs(model, shapes, samples, rng):
         if name not in types:
             raise ValueError(f"the model has no input '{name}' (its inputs: {', '.join(types)})")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(types[name])
+        rows = (_embedding_rows(model, name) or 100) if np.issubdtype(dtype, np.integer) else None
         for f in feeds:
             if "mask" in name.lower():
                 f[name] = np.ones(shape, dtype)
-            elif np.issubdtype(dtype, np.integer):
-                f[name] = rng.integers(0, _embedding_rows(model, name) or 100, shape).astype(dtype)
+            elif rows is not None:
+                f[name] = rng.integers(0, rows, shape).astype(dtype)
             else:
                 f[name] = rng.standard_normal(shape).astype(dtype)
     return feeds

@@ -28,7 +28,10 @@
 // form (an i32 accumulation, one requantization) and may differ from the reference by one step where the
 // float value falls within rounding error of a half step.
 #include <cmath>
+#include <functional>
+#include <initializer_list>
 #include <limits>
+#include <string>
 
 #include "ops/kernels/nn_common.h"
 #include "ops/op_util.h"
@@ -60,6 +63,14 @@ Status CheckRequired(const KernelContext& ctx) {
   for (size_t i : kRequired) {
     if ((i == 6 || i == 7) && FloatOutput(ctx.node())) continue;
     if (!ctx.input(i)) return ctx.Error(std::string(ctx.node().op_name()) + ": input " + std::to_string(i) + " is missing");
+  }
+  return Status::Ok();
+}
+
+// Inputs `which` of `ctx` (where given) must hold one element each; `what` names them in the error.
+Status RequirePerTensor(const KernelContext& ctx, std::initializer_list<size_t> which, const std::string& what) {
+  for (size_t i : which) {
+    if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error(what + " per tensor");
   }
   return Status::Ok();
 }
@@ -154,9 +165,7 @@ Status RunQConv(KernelContext& ctx) {
     x_nchw = PermuteRank4(*x, kToNchw);
     x = &x_nchw;
   }
-  for (size_t i : {1, 2, 6, 7}) {
-    if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error("kiln.QConv's x and y parameters are per tensor");
-  }
+  KILN_RETURN_IF_ERROR(RequirePerTensor(ctx, {1, 2, 6, 7}, "kiln.QConv's x and y parameters are"));
   KILN_ASSIGN_OR_RETURN(Tensor xf, Dequantized(ctx, *x, 1, "X"));
   KILN_ASSIGN_OR_RETURN(Tensor wf, Dequantized(ctx, *ctx.input(3), 4, "W", /*axis=*/0));  // per output channel
   const Tensor* b = ctx.input(8);
@@ -199,11 +208,7 @@ Status InferQMatMul(InferContext& ctx) {
 
 Status RunQMatMul(KernelContext& ctx) {
   KILN_RETURN_IF_ERROR(CheckRequired(ctx));
-  for (size_t i : {1, 2, 6, 7}) {
-    if (ctx.input(i) && ctx.input(i)->numel() != 1) {
-      return ctx.Error("kiln.QMatMul's a and y parameters are per tensor");
-    }
-  }
+  KILN_RETURN_IF_ERROR(RequirePerTensor(ctx, {1, 2, 6, 7}, "kiln.QMatMul's a and y parameters are"));
   const Tensor& b = *ctx.input(3);
   if (b.rank() != 2) return ctx.Error("B must be 2-D [K, N], got " + b.Description());
   KILN_ASSIGN_OR_RETURN(Tensor af, Dequantized(ctx, *ctx.input(0), 1, "A"));
@@ -245,9 +250,7 @@ Status InferQAdd(InferContext& ctx) {
 
 Status RunQAdd(KernelContext& ctx) {
   KILN_RETURN_IF_ERROR(CheckRequired(ctx));
-  for (size_t i : {1, 2, 4, 5, 6, 7}) {
-    if (ctx.input(i) && ctx.input(i)->numel() != 1) return ctx.Error("kiln.QAdd's scales and zero points are per tensor");
-  }
+  KILN_RETURN_IF_ERROR(RequirePerTensor(ctx, {1, 2, 4, 5, 6, 7}, "kiln.QAdd's scales and zero points are"));
   KILN_ASSIGN_OR_RETURN(Tensor af, Dequantized(ctx, *ctx.input(0), 1, "A"));
   KILN_ASSIGN_OR_RETURN(Tensor bf, Dequantized(ctx, *ctx.input(3), 4, "B"));
   KILN_ASSIGN_OR_RETURN(Tensor sum, RunAs(OpKind::kAdd, ctx.node(), {&af, &bf}));
@@ -272,17 +275,23 @@ void RegisterQuantizedOps(OpRegistry& r) {
                       .validate = ValidateQConv,
                       .infer = InferQConv,
                       .run = RunQConv});
+  // kiln.QMatMul's activation is kiln.FusedGemm's: its attributes, checked by its validation.
   std::vector<AttrSpec> act_attrs;
+  std::function<Status(const Node&)> validate_act;
   if (const OpSchema* fused = r.Find(OpKind::kFusedGemm)) {
     for (const AttrSpec& a : fused->attrs) {
       if (a.name.rfind("activation", 0) == 0) act_attrs.push_back(a);
     }
+    validate_act = fused->validate;
   }
   r.Register(OpSchema{.op = OpKind::kQMatMul,
                       .min_inputs = 2,
                       .max_inputs = 9,
                       .attrs = act_attrs,
-                      .validate = [](const Node& n) { return CheckRequired(n); },
+                      .validate = [validate_act](const Node& n) {
+                        KILN_RETURN_IF_ERROR(CheckRequired(n));
+                        return validate_act ? validate_act(n) : Status::Ok();
+                      },
                       .infer = InferQMatMul,
                       .run = RunQMatMul});
   r.Register(OpSchema{.op = OpKind::kQAdd,

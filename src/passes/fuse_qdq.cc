@@ -137,8 +137,9 @@ Expected<bool> FuseConv(Graph& g, Node* conv, PassReport& report) {
   return true;
 }
 
-// A per-tensor or per-column DQ of a 2-D 8-bit constant [K, N] with zero points 0 (a MatMul's weights as
-// onnxruntime writes them: axis 1); or null.
+// A per-tensor or per-column DQ of a 2-D 8-bit constant [K, N] with constant zero points (a MatMul's
+// weights as onnxruntime writes them: axis 1, zero points 0, the only kind the 8-bit CPU kernel takes; the
+// reference kernel takes any); or null.
 Node* MatMulWeightsDq(const Value* b) {
   Node* dq = ProducerOf(b, OpKind::kDequantizeLinear, /*single_use=*/false);
   if (!dq || dq->attrs().GetInt("block_size", 0) != 0) return nullptr;

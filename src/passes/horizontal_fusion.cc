@@ -47,6 +47,31 @@ std::optional<std::string> GemmKey(const Node* n) {
   return "gemm:" + std::to_string(a->id()) + ":" + std::to_string(w->size(0)) + AttributesKey(attrs);
 }
 
+// Replaces `group` by one `op` node on `inputs` (named `base`) whose output a Split along `axis` hands back
+// to the group's consumers, `split` elements each; reports `what` merged.
+Status ReplaceWithSplit(Graph& g, const std::vector<Node*>& group, OpKind op, const std::string& base,
+                        const std::vector<Value*>& inputs, Attributes attrs, const std::vector<int64_t>& split,
+                        int64_t axis, const std::string& what, PassReport& report) {
+  std::vector<Value*> outs;
+  std::vector<std::string> names;
+  for (Node* n : group) {
+    outs.push_back(n->output(0));
+    names.push_back(NodeName(n));
+  }
+  Value* merged = g.AddValue(g.UniqueValueName(base), group[0]->output(0)->dtype());
+  const int opset = group[0]->opset();
+  KILN_ASSIGN_OR_RETURN(Node * m, ReplaceNodes(g, group, op, base, inputs, {merged}, std::move(attrs), opset));
+  Value* sizes = NewConstant(g, base + "_split", Tensor::FromVector(split));
+  Node* s = g.AddNode(OpKind::kSplit, base + "_split", {merged, sizes}, outs, std::max(13, m->opset()));
+  s->attrs().Set("axis", axis);
+  Status st = InferNode(s);
+  if (!st.ok()) return Internal("horizontal fusion made an invalid Split: " + st.message());
+  report.Count(what + " merged", static_cast<int64_t>(group.size()));
+  report.Count("Split nodes added");
+  report.Fused(m->name(), std::string(m->op_name()), names);
+  return Status::Ok();
+}
+
 // A kiln.QMatMul with an f32 output: its key names the 8-bit input and its parameters (by value).
 std::optional<std::string> QMatMulKey(const Node* n) {
   if (n->op() != OpKind::kQMatMul || n->input(6) || n->input(7) || !n->output(0)->shape()) return std::nullopt;
@@ -102,12 +127,6 @@ Status MergeQMatMul(Graph& g, const std::vector<Node*>& group, PassReport& repor
     col += n;
   }
   const std::string base = NodeName(first) + "_hmerged";
-  std::vector<Value*> outs;
-  std::vector<std::string> names;
-  for (Node* n : group) {
-    outs.push_back(n->output(0));
-    names.push_back(NodeName(n));
-  }
   std::vector<Value*> inputs = {first->input(0),
                                 first->input(1),
                                 first->input(2),
@@ -118,21 +137,9 @@ Status MergeQMatMul(Graph& g, const std::vector<Node*>& group, PassReport& repor
                                 nullptr,
                                 any_bias ? NewConstant(g, base + "_bias", std::move(bias)) : nullptr};
   while (!inputs.back()) inputs.pop_back();
-  const size_t rank = first->output(0)->shape()->rank();
-  Value* merged = g.AddValue(g.UniqueValueName(base), DType::kFloat32);
-  Attributes attrs = first->attrs();
-  const int opset = first->opset();
-  KILN_ASSIGN_OR_RETURN(Node * m, ReplaceNodes(g, group, OpKind::kQMatMul, base, inputs, {merged}, std::move(attrs),
-                                               opset));
-  Value* sizes = NewConstant(g, base + "_split", Tensor::FromVector(split));
-  Node* s = g.AddNode(OpKind::kSplit, base + "_split", {merged, sizes}, outs, 13);
-  s->attrs().Set("axis", static_cast<int64_t>(rank - 1));
-  Status st = InferNode(s);
-  if (!st.ok()) return Internal("horizontal fusion made an invalid Split: " + st.message());
-  report.Count("sibling 8-bit GEMMs merged", static_cast<int64_t>(group.size()));
-  report.Count("Split nodes added");
-  report.Fused(m->name(), "kiln.QMatMul", names);
-  return Status::Ok();
+  const auto axis = static_cast<int64_t>(first->output(0)->shape()->rank() - 1);
+  return ReplaceWithSplit(g, group, OpKind::kQMatMul, base, inputs, first->attrs(), split, axis,
+                          "sibling 8-bit GEMMs", report);
 }
 
 // Concatenates the float constants along `axis`, filling absent ones (null) with zeros of `sizes[i]`.
@@ -180,28 +187,13 @@ Status Merge(Graph& g, const std::vector<Node*>& group, bool conv, PassReport& r
   const std::string base = NodeName(first) + "_hmerged";
   Value* w = NewConstant(g, base + "_W", ConcatConstants(ws, w_sizes, w_axis, w0.dtype()));
   Value* b = any_bias ? NewConstant(g, base + "_B", ConcatConstants(bs, b_sizes, 0, w0.dtype())) : nullptr;
-  std::vector<Value*> outs;
-  std::vector<std::string> names;
-  for (Node* n : group) {
-    outs.push_back(n->output(0));
-    names.push_back(NodeName(n));
-  }
   const size_t rank = first->output(0)->shape()->rank();
-  Value* merged = g.AddValue(g.UniqueValueName(base), first->output(0)->dtype());
   OpKind op = conv ? first->op() : OpKind::kFusedGemm;
   Attributes attrs = first->op() == OpKind::kMatMul ? Attributes() : first->attrs();
   std::vector<Value*> inputs = {first->input(0), w};
   if (b) inputs.push_back(b);
-  KILN_ASSIGN_OR_RETURN(Node * m, ReplaceNodes(g, group, op, base, inputs, {merged}, std::move(attrs), first->opset()));
-  Value* sizes = NewConstant(g, base + "_split", Tensor::FromVector(split));
-  Node* s = g.AddNode(OpKind::kSplit, base + "_split", {merged, sizes}, outs, std::max(13, m->opset()));
-  s->attrs().Set("axis", static_cast<int64_t>(conv ? 1 : rank - 1));
-  Status st = InferNode(s);
-  if (!st.ok()) return Internal("horizontal fusion made an invalid Split: " + st.message());
-  report.Count(std::string(conv ? "sibling Convs" : "sibling GEMMs") + " merged", static_cast<int64_t>(group.size()));
-  report.Count("Split nodes added");
-  report.Fused(m->name(), std::string(m->op_name()), names);
-  return Status::Ok();
+  return ReplaceWithSplit(g, group, op, base, inputs, std::move(attrs), split,
+                          static_cast<int64_t>(conv ? 1 : rank - 1), conv ? "sibling Convs" : "sibling GEMMs", report);
 }
 
 }  // namespace

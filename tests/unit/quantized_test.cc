@@ -367,6 +367,15 @@ TEST(QuantizedTactics, QMatMulMatchesReference) {
   }
 }
 
+// kiln.QMatMul's activation is kiln.FusedGemm's: an unknown one is refused when the graph is validated.
+TEST(QuantizedOps, QMatMulRejectsUnknownActivation) {
+  QMatMulGraph q;
+  BuildQMatMul({"bad activation", {2, 8}, 4, DType::kUInt8, 0, true, false, "Bogus"}, 0, 0, q);
+  const Status st = ValidateGraphOps(q.g);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("Bogus"), std::string::npos) << st.message();
+}
+
 // One-node Q / DQ / QAdd graphs with per-tensor parameters.
 TEST(QuantizedTactics, ElementwiseBitIdentical) {
   if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: no fast CPU tactics";

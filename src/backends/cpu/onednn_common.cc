@@ -192,6 +192,49 @@ size_t LivePackedBytes() {
   return bytes;
 }
 
+Requantization Requantize(const KernelContext& ctx, int64_t channels, dnnl::primitive_attr& attr) {
+  Requantization r;
+  const bool float_out = !ctx.input(6) && !ctx.input(7);
+  const double sx = ctx.input(1)->GetAsDouble(0);
+  const Tensor& ws = *ctx.input(4);
+  const Tensor* b = ctx.input(8);
+  r.out_scale = float_out ? 1.0 : ctx.input(6)->GetAsDouble(0);  // f32 Y: the real value itself
+  std::vector<float> scales(static_cast<size_t>(channels));
+  r.bias.assign(static_cast<size_t>(channels), 0.f);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double swc = ws.GetAsDouble(ws.numel() == 1 ? 0 : c);
+    scales[static_cast<size_t>(c)] = static_cast<float>(sx * swc / r.out_scale);
+    if (b) r.bias[static_cast<size_t>(c)] = static_cast<float>(b->GetAsDouble(c) / (sx * swc));
+  }
+  attr.set_output_scales(1 << 1, scales);
+  r.src_zero = ctx.input(2) ? static_cast<int32_t>(ctx.input(2)->GetAsInt64(0)) : 0;
+  r.dst_zero = float_out ? 0 : static_cast<int32_t>(ctx.input(7)->GetAsInt64(0));
+  if (r.src_zero != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+  if (r.dst_zero != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+  return r;
+}
+
+Status RequireQuantInputs(const KernelContext& ctx, const char* what) {
+  const bool float_out = !ctx.input(6) && !ctx.input(7);
+  for (size_t i : {0, 1, 3, 4, 6, 7}) {
+    if (float_out && (i == 6 || i == 7)) continue;
+    if (!ctx.input(i)) return InvalidArgument(std::string(what) + ": input " + std::to_string(i) + " is missing");
+  }
+  return Status::Ok();
+}
+
+dnnl::memory Requantization::BiasMemory(const dnnl::memory::desc& md) const {
+  dnnl::memory m(md, Engine());
+  std::memcpy(m.get_data_handle(), bias.data(), bias.size() * sizeof(float));
+  return m;
+}
+
+void Requantization::AddZeroPoints(std::unordered_map<int, dnnl::memory>& args) {
+  const dnnl::memory::desc md({1}, dnnl::memory::data_type::s32, dnnl::memory::format_tag::a);
+  if (src_zero != 0) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, dnnl::memory(md, Engine(), &src_zero));
+  if (dst_zero != 0) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, dnnl::memory(md, Engine(), &dst_zero));
+}
+
 Status RunReferenceKernel(KernelContext& ctx) {
   const OpSchema* schema = OpRegistry::Global().Find(ctx.node().op());
   if (!schema || !schema->run) return Unsupported(ctx.node().Label() + ": no reference kernel");

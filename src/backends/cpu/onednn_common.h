@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/tensor.h"
@@ -65,6 +66,26 @@ std::vector<std::pair<std::string, std::shared_ptr<const dnnl::memory>>> LivePac
 std::shared_ptr<const void> OfferPacked(const void* storage, const std::string& layout, void* data, size_t size);
 // How many copies SharedPackedWeights has packed itself (not taken from an offer), for tests.
 uint64_t PackReorders();
+
+// How the 8-bit kernels (kiln.QConv, kiln.QMatMul: src/ops/quantized.cc's input order, x at 0-2, the weights'
+// scale at 4, y at 6-7, the bias at 8) have oneDNN requantize the i32 accumulation: output scales
+// sx * sw[c] / sy per output channel c (set on the destination's dim 1; sy = 1 for an f32 output), the bias
+// in the accumulator's units, B[c] / (sx * sw[c]) (oneDNN 2.x adds the bias before the scales), and the
+// input's and output's zero points, passed at run time where they are not 0.
+struct Requantization {
+  double out_scale = 1;               // sy
+  std::vector<float> bias;            // B / (sx * sw[c]); zeros without B
+  int32_t src_zero = 0, dst_zero = 0;
+  // The bias as a plain f32 memory of `md` (its [channels] elements).
+  dnnl::memory BiasMemory(const dnnl::memory::desc& md) const;
+  // The run-time zero points added to a primitive's arguments (the memories point into this object).
+  void AddZeroPoints(std::unordered_map<int, dnnl::memory>& args);
+};
+// Fills `attr`'s output scales and zero points for `channels` output channels.
+Requantization Requantize(const KernelContext& ctx, int64_t channels, dnnl::primitive_attr& attr);
+// An error naming the tactic `what` unless the inputs those kernels require are given (X, its scale, W, its
+// scale; y_scale and y_zero_point both or, for an f32 output, neither).
+Status RequireQuantInputs(const KernelContext& ctx, const char* what);
 
 // The node's reference kernel on `ctx`: used for shapes the primitives do not cover (zero-sized dims),
 // so a tactic chosen on real shapes still answers every input the reference kernel answers.

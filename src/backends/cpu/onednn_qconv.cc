@@ -60,8 +60,7 @@ class QConvKernel final : public CpuKernel {
 
   std::map<std::vector<int64_t>, std::unique_ptr<Prepared>> cache_;
   std::optional<dnnl::stream> stream_;
-  int32_t x_zero_ = 0, y_zero_ = 0;
-  std::vector<float> bias_;  // B / (sx * sw[c])
+  Requantization rq_;
 };
 
 Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, const std::vector<int64_t>& xs,
@@ -70,8 +69,6 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   if (cache_.size() >= kMaxCachedShapes) cache_.clear();
   const Tensor& x = *ctx.input(0);
   const Tensor& w = *ctx.input(3);
-  const Tensor& ws = *ctx.input(4);
-  const Tensor* b = ctx.input(8);
   const bool float_out = !ctx.input(6) && !ctx.input(7);
   const DType yt = float_out ? DType::kFloat32 : ctx.input(7)->dtype();
   const bool nhwc = ctx.attrs().GetInt("channels_last", 0) != 0;
@@ -107,23 +104,10 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   auto desc = dnnl::convolution_forward::desc(prop, alg, src_md, weights_md, bias_md, dst_md, strides, dilates,
                                               pad_l, pad_r);
 
-  // Scales: sx * sw[c] / sy per output channel (the mask names Y's dim 1, grouped or not), and the bias in
-  // the accumulator's units.
-  const double sx = ctx.input(1)->GetAsDouble(0);
-  const double sy = float_out ? 1.0 : ctx.input(6)->GetAsDouble(0);  // f32 Y: the real value itself
-  std::vector<float> scales(static_cast<size_t>(m));
-  bias_.assign(static_cast<size_t>(m), 0.f);
-  for (int64_t c = 0; c < m; ++c) {
-    const double swc = ws.GetAsDouble(ws.numel() == 1 ? 0 : c);
-    scales[static_cast<size_t>(c)] = static_cast<float>(sx * swc / sy);
-    if (b) bias_[static_cast<size_t>(c)] = static_cast<float>(b->GetAsDouble(c) / (sx * swc));
-  }
+  // Scales sx * sw[c] / sy per output channel (the mask names Y's dim 1, grouped or not).
   dnnl::primitive_attr attr;
-  attr.set_output_scales(1 << 1, scales);
-  x_zero_ = ctx.input(2) ? static_cast<int32_t>(ctx.input(2)->GetAsInt64(0)) : 0;
-  y_zero_ = float_out ? 0 : static_cast<int32_t>(ctx.input(7)->GetAsInt64(0));
-  if (x_zero_ != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
-  if (y_zero_ != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+  rq_ = Requantize(ctx, m, attr);
+  const double sy = rq_.out_scale;
   dnnl::post_ops po;
   const std::string act = ctx.attrs().GetString("activation", "");
   if (act == "Relu") po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
@@ -138,8 +122,7 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
   p->src = pd.src_desc();
   p->dst = pd.dst_desc();
   p->weights = SharedPackedWeights(w, p->weights_user, pd.weights_desc());
-  p->bias = memory(bias_md, Engine());
-  std::memcpy(p->bias.get_data_handle(), bias_.data(), bias_.size() * sizeof(float));
+  p->bias = rq_.BiasMemory(bias_md);
   if (p->src != p->src_user) {
     p->src_buf = memory(p->src, Engine());
     p->src_in = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->src_user, Engine(), p->src));
@@ -152,11 +135,8 @@ Expected<QConvKernel::Prepared*> QConvKernel::Prepare(const KernelContext& ctx, 
 }
 
 Status QConvKernel::RunImpl(KernelContext& ctx) {
+  KILN_RETURN_IF_ERROR(RequireQuantInputs(ctx, "onednn.qconv"));
   const bool float_out = !ctx.input(6) && !ctx.input(7);
-  for (size_t i : {0, 1, 3, 4, 6, 7}) {
-    if (float_out && (i == 6 || i == 7)) continue;
-    if (!ctx.input(i)) return InvalidArgument("onednn.qconv: input " + std::to_string(i) + " is missing");
-  }
   const Tensor& x = *ctx.input(0);
   const Tensor& w = *ctx.input(3);
   const bool nhwc = ctx.attrs().GetInt("channels_last", 0) != 0;
@@ -190,9 +170,7 @@ Status QConvKernel::RunImpl(KernelContext& ctx) {
   }
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, *p->weights}, {DNNL_ARG_BIAS, p->bias}, {DNNL_ARG_DST, dst}};
-  const memory::desc zp_md({1}, memory::data_type::s32, memory::format_tag::a);
-  if (x_zero_ != 0) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory(zp_md, Engine(), &x_zero_));
-  if (y_zero_ != 0) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory(zp_md, Engine(), &y_zero_));
+  rq_.AddZeroPoints(args);
   p->conv.execute(s, args);
   if (p->dst_out) p->dst_out->execute(s, dst, y_mem);
   s.wait();

@@ -55,7 +55,7 @@ class QMatMulKernel final : public CpuKernel {
 
   std::map<int64_t, std::unique_ptr<Prepared>> cache_;  // by rows
   std::optional<dnnl::stream> stream_;
-  int32_t a_zero_ = 0, y_zero_ = 0;
+  Requantization rq_;
 };
 
 Expected<QMatMulKernel::Prepared*> QMatMulKernel::Prepare(const KernelContext& ctx, int64_t rows) {
@@ -63,8 +63,6 @@ Expected<QMatMulKernel::Prepared*> QMatMulKernel::Prepare(const KernelContext& c
   if (cache_.size() >= kMaxCachedShapes) cache_.clear();
   const Tensor& a = *ctx.input(0);
   const Tensor& b = *ctx.input(3);
-  const Tensor& bs = *ctx.input(4);
-  const Tensor* bias = ctx.input(8);
   const bool float_out = !ctx.input(6) && !ctx.input(7);
   const DType yt = float_out ? DType::kFloat32 : ctx.input(7)->dtype();
   const int64_t k = b.size(0), n = b.size(1);
@@ -77,37 +75,21 @@ Expected<QMatMulKernel::Prepared*> QMatMulKernel::Prepare(const KernelContext& c
   const memory::desc bias_md = PlainDesc({1, n});
   const auto desc = dnnl::matmul::desc(p->src, weights_any, bias_md, p->dst);
 
-  const double sa = ctx.input(1)->GetAsDouble(0);
-  const double sy = float_out ? 1.0 : ctx.input(6)->GetAsDouble(0);
-  std::vector<float> scales(static_cast<size_t>(n)), bias_acc(static_cast<size_t>(n), 0.f);
-  for (int64_t c = 0; c < n; ++c) {
-    const double sbc = bs.GetAsDouble(bs.numel() == 1 ? 0 : c);
-    scales[static_cast<size_t>(c)] = static_cast<float>(sa * sbc / sy);
-    if (bias) bias_acc[static_cast<size_t>(c)] = static_cast<float>(bias->GetAsDouble(c) / (sa * sbc));
-  }
   dnnl::primitive_attr attr;
-  attr.set_output_scales(1 << 1, scales);
-  a_zero_ = ctx.input(2) ? static_cast<int32_t>(ctx.input(2)->GetAsInt64(0)) : 0;
-  y_zero_ = float_out ? 0 : static_cast<int32_t>(ctx.input(7)->GetAsInt64(0));
-  if (a_zero_ != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
-  if (y_zero_ != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+  rq_ = Requantize(ctx, n, attr);
   dnnl::post_ops po;
   if (!AppendActivation(ctx.attrs(), po)) return InvalidArgument("onednn.qmatmul: activation not supported");
   attr.set_post_ops(po);
   const dnnl::matmul::primitive_desc pd(desc, attr, Engine());
   p->matmul = dnnl::matmul(pd);
   p->weights = SharedPackedWeights(b, weights_user, pd.weights_desc());
-  p->bias = memory(bias_md, Engine());
-  std::memcpy(p->bias.get_data_handle(), bias_acc.data(), bias_acc.size() * sizeof(float));
+  p->bias = rq_.BiasMemory(bias_md);
   return cache_.emplace(rows, std::move(p)).first->second.get();
 }
 
 Status QMatMulKernel::RunImpl(KernelContext& ctx) {
+  KILN_RETURN_IF_ERROR(RequireQuantInputs(ctx, "onednn.qmatmul"));
   const bool float_out = !ctx.input(6) && !ctx.input(7);
-  for (size_t i : {0, 1, 3, 4, 6, 7}) {
-    if (float_out && (i == 6 || i == 7)) continue;
-    if (!ctx.input(i)) return InvalidArgument("onednn.qmatmul: input " + std::to_string(i) + " is missing");
-  }
   const Tensor& a = *ctx.input(0);
   const Tensor& b = *ctx.input(3);
   if (!Is8BitInteger(a.dtype()) || a.rank() < 2 || b.dtype() != DType::kInt8 || b.rank() != 2) {
@@ -129,9 +111,7 @@ Status QMatMulKernel::RunImpl(KernelContext& ctx) {
                                           {DNNL_ARG_WEIGHTS, *p->weights},
                                           {DNNL_ARG_BIAS, p->bias},
                                           {DNNL_ARG_DST, Wrap(p->dst, y->raw_data())}};
-  const memory::desc zp_md({1}, memory::data_type::s32, memory::format_tag::a);
-  if (a_zero_ != 0) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory(zp_md, Engine(), &a_zero_));
-  if (y_zero_ != 0) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, memory(zp_md, Engine(), &y_zero_));
+  rq_.AddZeroPoints(args);
   p->matmul.execute(*stream_, args);
   stream_->wait();
   return Status::Ok();

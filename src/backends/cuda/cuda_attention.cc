@@ -72,7 +72,8 @@ Operand Contiguous(const Value* v, int64_t heads, int64_t rows, int64_t d) {
   return op;
 }
 
-Expected<FlashPlan> PlanFlash(const Node& node) {
+// `half`: the FP16 kernel (head dim 32, 64 or 128) or the FP32 one (head dim 64).
+Expected<FlashPlan> PlanFlash(const Node& node, bool half) {
   const std::vector<int64_t> qs = SizesOf(node.input(0)), ks = SizesOf(node.input(1)), vs = SizesOf(node.input(2));
   const std::vector<int64_t> ys = SizesOf(node.output(0));
   const size_t r = qs.size();
@@ -87,7 +88,11 @@ Expected<FlashPlan> PlanFlash(const Node& node) {
   p.heads = r == 4 ? qs[1] : 1;
   p.sq = qs[r - 2], p.d = qs[r - 1], p.sk = ks[r - 1];
   if (ks[r - 2] != p.d || vs[r - 2] != p.sk || vs[r - 1] != p.d) return Unsupported("kiln.flash_attention needs equal head dims");
-  if (!k::FlashAttentionSupports(static_cast<int>(p.d))) return Unsupported("kiln.flash_attention head dim " + std::to_string(p.d));
+  const int d = static_cast<int>(p.d);
+  if (!(half ? k::FlashAttentionSupports(d) : k::FlashAttentionF32Supports(d))) {
+    return Unsupported(std::string("kiln.flash_attention (") + (half ? "FP16" : "FP32") + ") head dim " +
+                       std::to_string(d));
+  }
   if (p.batch * p.heads > 65535 || p.sq > (int64_t{1} << 30) || p.sk > (int64_t{1} << 30)) {
     return Unsupported("kiln.flash_attention grid too large");
   }
@@ -147,19 +152,20 @@ Expected<FlashPlan> PlanFlash(const Node& node) {
   }
   for (const Operand* op : {&p.q, &p.k, &p.v, &p.o}) {
     if (op->offset % 8 || op->stride[0] % 8 || op->stride[1] % 8 || op->stride[2] % 8) {
-      return Unsupported("kiln.flash_attention needs 16-byte aligned rows");
+      return Unsupported("kiln.flash_attention needs rows aligned to 8 elements");
     }
   }
   return p;
 }
 
 bool UsesFlash(const Node& node, const std::string& tactic, bool half) {
-  return node.op() == OpKind::kAttention && half && tactic != "cublaslt.attention" && PlanFlash(node).ok();
+  return node.op() == OpKind::kAttention && tactic != "cublaslt.attention" && PlanFlash(node, half).ok();
 }
 
 Status LowerFlash(ProgramBuilder& b, const FlashPlan& fp) {
   const Node& node = b.node();
-  const Repr rep{true, false};
+  const bool half = b.half();
+  const Repr rep{half, false};
   KILN_ASSIGN_OR_RETURN(int q, b.ValueInput(fp.q.value, rep));
   KILN_ASSIGN_OR_RETURN(int kk, b.ValueInput(fp.k.value, rep));
   KILN_ASSIGN_OR_RETURN(int v, b.ValueInput(fp.v.value, rep));
@@ -201,15 +207,16 @@ Status LowerFlash(ProgramBuilder& b, const FlashPlan& fp) {
   args.sq = static_cast<int>(fp.sq), args.sk = static_cast<int>(fp.sk), args.head_dim = static_cast<int>(fp.d);
   args.scale = node.attrs().GetFloat("scale", 1.f);
   args.block_rows = b.tactic() == "kiln.flash_attention.m128" ? 128 : 64;
-  const int64_t qo = fp.q.offset, ko = fp.k.offset, vo = fp.v.offset;
+  const int64_t esize = half ? 2 : 4;
+  const int64_t qo = fp.q.offset * esize, ko = fp.k.offset * esize, vo = fp.v.offset * esize;
   b.Add([=](const Program& p, cudaStream_t st) {
     k::AttentionArgs a = args;
-    a.q = static_cast<const char*>(p.ptr(q)) + qo * 2;
-    a.k = static_cast<const char*>(p.ptr(kk)) + ko * 2;
-    a.v = static_cast<const char*>(p.ptr(v)) + vo * 2;
+    a.q = static_cast<const char*>(p.ptr(q)) + qo;
+    a.k = static_cast<const char*>(p.ptr(kk)) + ko;
+    a.v = static_cast<const char*>(p.ptr(v)) + vo;
     a.o = p.ptr(y);
     a.mask = mask >= 0 ? p.ptr(mask) : nullptr;
-    return CudaStatus(k::FlashAttention(a, st), "flash attention");
+    return CudaStatus(half ? k::FlashAttention(a, st) : k::FlashAttentionF32(a, st), "flash attention");
   });
   return Status::Ok();
 }
@@ -223,7 +230,7 @@ std::unordered_set<const Node*> FoldedLayers(const std::vector<const Node*>& sch
   for (size_t i = 0; i < schedule.size() && i < tactics.size() && i < precisions.size(); ++i) {
     for (const Node* n : LayerNormFolds(*schedule[i], precisions[i] == "fp16")) folded.insert(n);
     if (!UsesFlash(*schedule[i], tactics[i], precisions[i] == "fp16")) continue;
-    Expected<FlashPlan> fp = PlanFlash(*schedule[i]);
+    Expected<FlashPlan> fp = PlanFlash(*schedule[i], precisions[i] == "fp16");
     for (const Node* n : fp->folded) folded.insert(n);
   }
   return folded;
@@ -233,7 +240,7 @@ Status LowerAttentionLayer(ProgramBuilder& b) {
   const Node& node = b.node();
   const std::string& tactic = b.tactic();
   if (tactic.rfind("kiln.flash_attention", 0) == 0 || (tactic != "cublaslt.attention" && !b.tuning())) {
-    Expected<FlashPlan> fp = b.half() ? PlanFlash(node) : Expected<FlashPlan>(Unsupported("kiln.flash_attention runs in FP16"));
+    Expected<FlashPlan> fp = PlanFlash(node, b.half());
     if (fp.ok()) return LowerFlash(b, *fp);
     // Timing a candidate that cannot run is an error (the tuner skips it); a plan run at other sizes
     // falls back to the cuBLASLt form.

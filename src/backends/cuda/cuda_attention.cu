@@ -318,7 +318,189 @@ cudaError_t LaunchFlash(const AttentionArgs& a, cudaStream_t s) {
   return cudaGetLastError();
 }
 
+// ---- FP32 ---------------------------------------------------------------------------------------------
+// The same algorithm in strict FP32 (FMA on the CUDA cores, no tensor cores, so that an FP32 plan stays
+// FP32): one block of 256 threads owns 64 query rows of one (batch, head), head dim 64, and streams the
+// keys and values through shared memory in tiles of 64. Thread (ty, tx) = (tid / 16, tid % 16) computes
+// the scores of rows 4 ty .. 4 ty + 3 against keys tx, tx + 16, tx + 32, tx + 48 (so that its 16 row
+// partners, one half-warp, reduce the row's max and sum with shuffles), writes its probabilities to shared
+// memory, and accumulates the outputs of the same rows at dims 4 tx .. 4 tx + 3. Shared rows are padded
+// to 68 floats: the float4 reads of 8 consecutive threads then fall in distinct banks.
+constexpr int kF32Rows = 64, kF32Keys = 64, kF32D = 64, kF32Ld = kF32D + 4, kF32Threads = 256;
+constexpr size_t kF32Smem = sizeof(float) * (4 * 64 * kF32Ld + kF32Keys);
+
+__device__ __forceinline__ float Dot4(const float4& a, const float4& b, float acc) {
+  acc = fmaf(a.x, b.x, acc);
+  acc = fmaf(a.y, b.y, acc);
+  acc = fmaf(a.z, b.z, acc);
+  return fmaf(a.w, b.w, acc);
+}
+
+__global__ void __launch_bounds__(kF32Threads, 2) FlashAttentionF32Kernel(AttentionArgs a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sq = reinterpret_cast<float*>(smem_raw);  // [64][kF32Ld] queries
+  float* sk = sq + kF32Rows * kF32Ld;               // [64][kF32Ld] keys of the tile
+  float* sv = sk + kF32Keys * kF32Ld;               // [64][kF32Ld] values of the tile
+  float* sp = sv + kF32Keys * kF32Ld;               // [64][kF32Ld] probabilities of the tile
+  float* sbias = sp + kF32Rows * kF32Ld;            // [64] key bias: mask * log2e, -inf past the end
+  const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
+  const int qblocks = (a.sq + kF32Rows - 1) / kF32Rows, tiles = (a.sk + kF32Keys - 1) / kF32Keys;
+  const int z = static_cast<int>(blockIdx.x) / qblocks, m0 = (static_cast<int>(blockIdx.x) % qblocks) * kF32Rows;
+  const int b = z / a.heads, h = z % a.heads;
+  const float* q = static_cast<const float*>(a.q) + b * a.q_stride[0] + h * a.q_stride[1];
+  const float* kp = static_cast<const float*>(a.k) + b * a.k_stride[0] + h * a.k_stride[1];
+  const float* vp = static_cast<const float*>(a.v) + b * a.v_stride[0] + h * a.v_stride[1];
+  const float* mask = static_cast<const float*>(a.mask);
+  const bool row_mask = mask && a.mask_stride[2] != 0;
+  const int64_t mask_base = mask ? b * a.mask_stride[0] + h * a.mask_stride[1] : 0;
+  // Rows [row0, row0 + 64) of an operand into shared memory, zeros past `rows`.
+  auto load = [&](float* dst, const float* src, int64_t ld, int row0, int rows) {
+    for (int c = tid; c < 64 * (kF32D / 4); c += kF32Threads) {
+      const int r = c / (kF32D / 4), col = (c % (kF32D / 4)) * 4;
+      const bool in = row0 + r < rows;
+      CpAsync16(dst + r * kF32Ld + col, in ? src + static_cast<int64_t>(row0 + r) * ld + col : src, in ? 16 : 0);
+    }
+  };
+  load(sq, q, a.q_stride[2], m0, a.sq);
+
+  float o[4][4], row_max[4], row_sum[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    row_max[i] = -INFINITY;
+    row_sum[i] = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) o[i][j] = 0.f;
+  }
+  const float scale = a.scale * kLog2e;
+  for (int t = 0; t < tiles; ++t) {
+    __syncthreads();  // the previous tile's keys, values and probabilities are consumed
+    load(sk, kp, a.k_stride[2], t * kF32Keys, a.sk);
+    load(sv, vp, a.v_stride[2], t * kF32Keys, a.sk);
+    CpAsyncCommit();
+    if (tid < kF32Keys) {
+      const int key = t * kF32Keys + tid;
+      float bias = -INFINITY;
+      if (key < a.sk) {
+        bias = 0.f;
+        if (mask && !row_mask) bias = mask[mask_base + key * a.mask_stride[3]] * kLog2e;
+      }
+      sbias[tid] = bias;
+    }
+    CpAsyncWait<0>();
+    __syncthreads();
+
+    float s[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
+    }
+#pragma unroll 4
+    for (int d = 0; d < kF32D; d += 4) {
+      float4 qv[4], kv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) qv[i] = *reinterpret_cast<const float4*>(sq + (ty * 4 + i) * kF32Ld + d);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) kv[j] = *reinterpret_cast<const float4*>(sk + (tx + 16 * j) * kF32Ld + d);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[i][j] = Dot4(qv[i], kv[j], s[i][j]);
+      }
+    }
+
+    // Online softmax in base 2, as in the FP16 kernel.
+    float corr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int row = m0 + ty * 4 + i;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int col = tx + 16 * j, key = t * kF32Keys + col;
+        float x = s[i][j] * scale + sbias[col];
+        if (row_mask && row < a.sq && key < a.sk) {
+          x += mask[mask_base + row * a.mask_stride[2] + key * a.mask_stride[3]] * kLog2e;
+        }
+        s[i][j] = x;
+        mx = fmaxf(mx, x);
+      }
+#pragma unroll
+      for (int off = 1; off < 16; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float new_max = fmaxf(row_max[i], mx);
+      const float base = new_max == -INFINITY ? 0.f : new_max;
+      corr[i] = Exp2(row_max[i] - base);
+      row_max[i] = new_max;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float p = Exp2(s[i][j] - base);
+        sp[(ty * 4 + i) * kF32Ld + tx + 16 * j] = p;
+        sum += p;
+      }
+      row_sum[i] = row_sum[i] * corr[i] + sum;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) o[i][j] *= corr[i];
+    }
+    __syncthreads();
+
+    // O += P V for this thread's rows and dims 4 tx .. 4 tx + 3.
+#pragma unroll 4
+    for (int c = 0; c < kF32Keys; c += 4) {
+      float4 vv[4];
+#pragma unroll
+      for (int cc = 0; cc < 4; ++cc) vv[cc] = *reinterpret_cast<const float4*>(sv + (c + cc) * kF32Ld + tx * 4);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float4 p = *reinterpret_cast<const float4*>(sp + (ty * 4 + i) * kF32Ld + c);
+        const float pc[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+        for (int cc = 0; cc < 4; ++cc) {
+          o[i][0] = fmaf(pc[cc], vv[cc].x, o[i][0]);
+          o[i][1] = fmaf(pc[cc], vv[cc].y, o[i][1]);
+          o[i][2] = fmaf(pc[cc], vv[cc].z, o[i][2]);
+          o[i][3] = fmaf(pc[cc], vv[cc].w, o[i][3]);
+        }
+      }
+    }
+  }
+
+  float* out = static_cast<float*>(a.o) + b * a.o_stride[0] + h * a.o_stride[1];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float l = row_sum[i];
+#pragma unroll
+    for (int off = 1; off < 16; off *= 2) l += __shfl_xor_sync(0xffffffffu, l, off);
+    const int row = m0 + ty * 4 + i;
+    if (row >= a.sq) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    *reinterpret_cast<float4*>(out + static_cast<int64_t>(row) * a.o_stride[2] + tx * 4) =
+        make_float4(o[i][0] * inv, o[i][1] * inv, o[i][2] * inv, o[i][3] * inv);
+  }
+}
+
 }  // namespace
+
+bool FlashAttentionF32Supports(int head_dim) { return head_dim == kF32D; }
+
+cudaError_t FlashAttentionF32(const AttentionArgs& a, cudaStream_t s) {
+  if (a.sq <= 0 || a.batch * a.heads <= 0) return cudaSuccess;
+  if (a.head_dim != kF32D) return cudaErrorInvalidValue;
+  static std::atomic<uint64_t> raised{0};
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if (!(raised.load() & bit)) {
+    const cudaError_t e = cudaFuncSetAttribute(FlashAttentionF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(kF32Smem));
+    if (e != cudaSuccess) return e;
+    raised.fetch_or(bit);
+  }
+  const int64_t blocks = (a.sq + kF32Rows - 1) / kF32Rows * static_cast<int64_t>(a.batch) * a.heads;
+  if (blocks > (int64_t{1} << 31) - 1) return cudaErrorInvalidValue;
+  FlashAttentionF32Kernel<<<static_cast<unsigned>(blocks), kF32Threads, kF32Smem, s>>>(a);
+  return cudaGetLastError();
+}
 
 bool FlashAttentionSupports(int head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
 

@@ -487,7 +487,9 @@ class Executor final : public CudaExecutor {
     }
     tuner.reset();
     // Layers whose work a later layer does in place (the head split/merge around fused attention).
-    pb.SetFolded(FoldedLayers(bound_schedule, tactics, precisions));
+    std::unordered_set<const Node*> folded = FoldedLayers(bound_schedule, tactics, precisions);
+    pb.SetDeferredClips(DeferredClips(bound_schedule, tactics, folded));
+    pb.SetFolded(std::move(folded));
     for (size_t i = 0; i < bound_schedule.size(); ++i) {
       KILN_RETURN_IF_ERROR(pb.AddLayer(*bound_schedule[i], tactics[i], precisions[i]));
     }

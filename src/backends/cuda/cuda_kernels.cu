@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cstdint>
 #include <type_traits>
@@ -283,6 +284,7 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
                              ActParams act, I total) {
   const I C = static_cast<I>(g.c), OW = static_cast<I>(g.ow), OH = static_cast<I>(g.oh);
   const I H = static_cast<I>(g.h), W = static_cast<I>(g.w);
+  const bool clamp = g.in_max < HUGE_VALF;
   KILN_GRID_LOOP(i, total) {
     I ni, ci, oy, ox;
     OutputCoords(i, nhwc, C, OH, OW, ni, ci, oy, ox);
@@ -295,7 +297,8 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
         const I ix = ox * g.sw + kx * g.dw - g.pw;
         if (ix < 0 || ix >= W) continue;
         const I at = nhwc ? ((ni * H + iy) * W + ix) * C + ci : ((ni * C + ci) * H + iy) * W + ix;
-        acc += Load(x, at) * Load(wc, ky * g.kw + kx);
+        const float xv = Load(x, at);
+        acc += (clamp ? fminf(xv, g.in_max) : xv) * Load(wc, ky * g.kw + kx);
       }
     }
     if (bias) acc += Load(bias, ci);
@@ -305,10 +308,15 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
 }
 
 // FP16 NHWC depthwise KH x KW convolutions (dilation 1, channels a multiple of 8): each thread computes 8
-// channels (one 16-byte vector) of kTile neighbouring output pixels of a row, so its 8 x KH x KW weights are
-// loaded once per kTile outputs and a warp reads 512 contiguous bytes of each input pixel row it touches.
-// FP32 accumulation, the bias / residual / activation epilogue as DwConvKernel.
+// channels (one 16-byte vector) of kTile neighbouring output pixels of a row, so a warp reads contiguous
+// 16-byte vectors of each input pixel row it touches and each input column once per output row. The
+// filter comes tap-major ([KH*KW][C], uploaded so once: the 8 channels of one tap are one vector), so a
+// thread holds one filter row (KW x 8 floats) at a time: 80 registers, 3 blocks (24 warps) per
+// multiprocessor. (Holding all of a thread's 72 taps as floats took 144 registers, one block per
+// multiprocessor, and ran MobileNetV2's layers at 0.6 TB/s.) FP32 accumulation, the input clamp and the
+// bias / residual / activation epilogue as DwConvKernel.
 constexpr int kDwTile = 4;
+constexpr int kDwThreads = 256;
 
 // The 8 halves of a 16-byte vector as floats.
 __device__ __forceinline__ void Unpack8(const uint4& v, float* f) {
@@ -321,35 +329,42 @@ __device__ __forceinline__ void Unpack8(const uint4& v, float* f) {
   }
 }
 
-template <int KH, int KW, int SW, typename I>
-__global__ void DwConvNhwcHalf8Kernel(const uint4* __restrict__ x, const uint4* __restrict__ w,
-                                      const uint4* __restrict__ bias, const uint4* __restrict__ z, uint4* y,
-                                      DwGeometry g, ActParams act, I total) {
-  constexpr int kTaps = KH * KW;
+// y[at] = act(acc + b + z[at]) for one vector of 8 FP16 channels (z optional): the epilogue of the vectorized
+// depthwise and pointwise kernels.
+template <typename I>
+__device__ __forceinline__ void StoreVector8(uint4* y, const uint4* z, I at, const float (&acc)[8], const float (&b)[8],
+                                             const ActParams& act) {
+  float zf[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (z) Unpack8(z[at], zf);
+  uint4 out;
+  __half2* o = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    o[q] = __floats2half2_rn(Apply(act, acc[2 * q] + b[2 * q] + zf[2 * q]),
+                             Apply(act, acc[2 * q + 1] + b[2 * q + 1] + zf[2 * q + 1]));
+  }
+  y[at] = out;
+}
+
+// kWide: for grids too small to fill the GPU (batch 1), where a thread's latency is the layer's time, the
+// filter rows are unrolled (all of a thread's loads in flight at once, at the cost of registers and
+// occupancy, which such grids do not use anyway); otherwise one row at a time in 80 registers.
+template <int KH, int KW, int SW, bool kWide, typename I>
+__global__ void __launch_bounds__(kDwThreads, kWide ? 1 : 3) DwConvNhwcHalf8Kernel(const uint4* __restrict__ x,
+                                                                      const uint4* __restrict__ w_taps,
+                                                                      const uint4* __restrict__ bias,
+                                                                      const uint4* __restrict__ z, uint4* y,
+                                                                      DwGeometry g, ActParams act, I total) {
   constexpr int kCols = (kDwTile - 1) * SW + KW;  // input columns under the tile's outputs
   const I CV = static_cast<I>(g.c / 8), OWT = static_cast<I>((g.ow + kDwTile - 1) / kDwTile);
   const I H = static_cast<I>(g.h), W = static_cast<I>(g.w), OH = static_cast<I>(g.oh), OW = static_cast<I>(g.ow);
+  const bool clamp = g.in_max < HUGE_VALF;
   KILN_GRID_LOOP(i, total) {
     const I cv = i % CV;
     I r = i / CV;
     const I ox0 = (r % OWT) * kDwTile;
     r /= OWT;
     const I oy = r % OH, n = r / OH;
-    // Weights [C, KH, KW] (KRSC with one input channel): the 8 channels' taps are 8 * kTaps contiguous
-    // halves, 16-byte aligned when kTaps * 16 bytes is (loaded as kTaps vectors).
-    float wf[8][kTaps];
-    {
-      uint4 wv[kTaps];
-      const uint4* wp = w + cv * kTaps;
-#pragma unroll
-      for (int t = 0; t < kTaps; ++t) wv[t] = __ldg(wp + t);
-      const __half* wh = reinterpret_cast<const __half*>(wv);
-#pragma unroll
-      for (int c = 0; c < 8; ++c) {
-#pragma unroll
-        for (int t = 0; t < kTaps; ++t) wf[c][t] = __half2float(wh[c * kTaps + t]);
-      }
-    }
     float acc[kDwTile][8];
 #pragma unroll
     for (int j = 0; j < kDwTile; ++j) {
@@ -357,10 +372,13 @@ __global__ void DwConvNhwcHalf8Kernel(const uint4* __restrict__ x, const uint4* 
       for (int c = 0; c < 8; ++c) acc[j][c] = 0.f;
     }
     const I ix0 = ox0 * SW - g.pw;
-#pragma unroll
+#pragma unroll(kWide ? KH : 1)
     for (int ky = 0; ky < KH; ++ky) {
       const I iy = oy * g.sh - g.ph + ky;
       if (iy < 0 || iy >= H) continue;
+      float wr[KW][8];
+#pragma unroll
+      for (int kx = 0; kx < KW; ++kx) Unpack8(__ldg(w_taps + (ky * KW + kx) * CV + cv), wr[kx]);
       const uint4* row = x + ((n * H + iy) * W) * CV + cv;
       // Each input column once, added into every output of the tile that covers it.
 #pragma unroll
@@ -369,12 +387,16 @@ __global__ void DwConvNhwcHalf8Kernel(const uint4* __restrict__ x, const uint4* 
         if (ix < 0 || ix >= W) continue;
         float f[8];
         Unpack8(__ldg(row + ix * CV), f);
+        if (clamp) {
+#pragma unroll
+          for (int c = 0; c < 8; ++c) f[c] = fminf(f[c], g.in_max);
+        }
 #pragma unroll
         for (int j = 0; j < kDwTile; ++j) {
           const int kx = col - j * SW;
           if (kx < 0 || kx >= KW) continue;
 #pragma unroll
-          for (int c = 0; c < 8; ++c) acc[j][c] += f[c] * wf[c][ky * KW + kx];
+          for (int c = 0; c < 8; ++c) acc[j][c] = fmaf(f[c], wr[kx][c], acc[j][c]);
         }
       }
     }
@@ -383,17 +405,81 @@ __global__ void DwConvNhwcHalf8Kernel(const uint4* __restrict__ x, const uint4* 
 #pragma unroll
     for (int j = 0; j < kDwTile; ++j) {
       if (ox0 + j >= OW) break;
-      const I at = ((n * OH + oy) * OW + ox0 + j) * CV + cv;
-      float zf[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      if (z) Unpack8(z[at], zf);
-      uint4 out;
-      __half2* o = reinterpret_cast<__half2*>(&out);
+      StoreVector8(y, z, ((n * OH + oy) * OW + ox0 + j) * CV + cv, acc[j], b, act);
+    }
+  }
+}
+
+// Multiprocessors of the current device (cached per device).
+int SmCount() {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 132;
+  int n = cached[device].load();
+  if (n <= 0) {
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
+    cached[device].store(n);
+  }
+  return n;
+}
+
+// FP16 NHWC pointwise convolution for few input channels, Y [M, N] = act(X [M, K] W^T + bias + Z) (K and N
+// multiples of 8, K <= 64): the expansions of MobileNet-style blocks (K = 16 or 24 into N = 96 or 144) are
+// bound by their output's bytes, and cuBLASLt's kernels for so short a K ran them at a sixth of the memory
+// rate. Each thread computes 8 output channels (one vector) of kPwPixels pixels in FP32 FMAs; the filter
+// sits in shared memory ordered [K/8][8][N/8], so the lanes of a warp (consecutive output vectors of one
+// pixel) read consecutive vectors, and the pixel's input is one broadcast read per lane group.
+constexpr int kPwPixels = 4;
+constexpr int kPwMaxK = 64;
+
+template <int KC, typename I>
+__global__ void __launch_bounds__(kDwThreads, 3) PointwiseHalfKernel(const uint4* __restrict__ x,
+                                                                    const uint4* __restrict__ w,
+                                                                    const uint4* __restrict__ bias,
+                                                                    const uint4* __restrict__ z, uint4* y, I m,
+                                                                    int nv_count, ActParams act) {
+  extern __shared__ uint4 pw_smem[];  // [KC][8][nv_count]
+  for (int j = threadIdx.x; j < nv_count * 8 * KC; j += blockDim.x) {
+    // W [N][K] halves = [nv][c][kc] vectors.
+    const int kc = j % KC, c = (j / KC) % 8, nv = j / (KC * 8);
+    pw_smem[(kc * 8 + c) * nv_count + nv] = w[j];
+  }
+  __syncthreads();
+  const I total = (m + kPwPixels - 1) / kPwPixels * nv_count;
+  KILN_GRID_LOOP(i, total) {
+    const int nv = static_cast<int>(i % nv_count);
+    const I m0 = i / nv_count * kPwPixels;
+    float acc[kPwPixels][8];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        o[q] = __floats2half2_rn(Apply(act, acc[j][2 * q] + b[2 * q] + zf[2 * q]),
-                                 Apply(act, acc[j][2 * q + 1] + b[2 * q + 1] + zf[2 * q + 1]));
+    for (int p = 0; p < kPwPixels; ++p) {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[p][c] = 0.f;
+    }
+#pragma unroll 1
+    for (int kc = 0; kc < KC; ++kc) {  // not unrolled: one 8-channel slice of the inputs in registers
+      float xf[kPwPixels][8];
+#pragma unroll
+      for (int p = 0; p < kPwPixels; ++p) {
+        const uint4 v = m0 + p < m ? __ldg(x + (m0 + p) * KC + kc) : make_uint4(0, 0, 0, 0);
+        Unpack8(v, xf[p]);
       }
-      y[at] = out;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        float wf[8];
+        Unpack8(pw_smem[(kc * 8 + c) * nv_count + nv], wf);
+#pragma unroll
+        for (int p = 0; p < kPwPixels; ++p) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[p][c] = fmaf(xf[p][e], wf[e], acc[p][c]);
+        }
+      }
+    }
+    float b[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (bias) Unpack8(__ldg(bias + nv), b);
+#pragma unroll
+    for (int p = 0; p < kPwPixels; ++p) {
+      if (m0 + p >= m) break;
+      StoreVector8(y, z, (m0 + p) * nv_count + nv, acc[p], b, act);
     }
   }
 }
@@ -742,18 +828,23 @@ cudaError_t Pool2d(const void* x, void* y, bool half, bool nhwc, const PoolGeome
   return cudaGetLastError();
 }
 
-cudaError_t DwConv(const void* x, const void* w, const void* bias, const void* z, void* y, bool half, bool nhwc,
-                   const DwGeometry& g, ActParams act, cudaStream_t s) {
+cudaError_t DwConv(const void* x, const void* w, const void* w_taps, const void* bias, const void* z, void* y,
+                   bool half, bool nhwc, const DwGeometry& g, ActParams act, cudaStream_t s) {
   const int64_t total = g.n * g.c * g.oh * g.ow;
   if (total == 0) return cudaSuccess;
-  if (half && nhwc && g.c % 8 == 0 && g.kh == 3 && g.kw == 3 && g.dh == 1 && g.dw == 1 && (g.sw == 1 || g.sw == 2) &&
-      Aligned16(x) && Aligned16(w) && Aligned16(y) && (!bias || Aligned16(bias)) && (!z || Aligned16(z))) {
+  if (half && nhwc && w_taps && g.c % 8 == 0 && g.kh == 3 && g.kw == 3 && g.dh == 1 && g.dw == 1 &&
+      (g.sw == 1 || g.sw == 2) && Aligned16(x) && Aligned16(w_taps) && Aligned16(y) && (!bias || Aligned16(bias)) &&
+      (!z || Aligned16(z))) {
     const int64_t tiles = g.n * g.oh * ((g.ow + kDwTile - 1) / kDwTile) * (g.c / 8);
+    const unsigned blocks = Blocks(tiles);
+    const bool wide = tiles < int64_t{3} * kDwThreads * SmCount();
     auto launch = [&](auto itag, auto stride) {
       using I = decltype(itag);
-      DwConvNhwcHalf8Kernel<3, 3, decltype(stride)::value, I><<<Blocks(tiles), kThreads, 0, s>>>(
-          static_cast<const uint4*>(x), static_cast<const uint4*>(w), static_cast<const uint4*>(bias),
-          static_cast<const uint4*>(z), static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
+      constexpr int kSw = decltype(stride)::value;
+      auto kernel = wide ? DwConvNhwcHalf8Kernel<3, 3, kSw, true, I> : DwConvNhwcHalf8Kernel<3, 3, kSw, false, I>;
+      kernel<<<blocks, kDwThreads, 0, s>>>(static_cast<const uint4*>(x), static_cast<const uint4*>(w_taps),
+                                           static_cast<const uint4*>(bias), static_cast<const uint4*>(z),
+                                           static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
     };
     const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
     if (g.sw == 1) {
@@ -775,6 +866,49 @@ cudaError_t DwConv(const void* x, const void* w, const void* bias, const void* z
     fits ? run(__half(), int32_t()) : run(__half(), int64_t());
   } else {
     fits ? run(float(), int32_t()) : run(float(), int64_t());
+  }
+  return cudaGetLastError();
+}
+
+bool PointwiseHalfSupports(int64_t k, int64_t n) {
+  return k > 0 && n > 0 && k % 8 == 0 && n % 8 == 0 && k <= kPwMaxK &&
+         n * k * static_cast<int64_t>(sizeof(__half)) <= (48 << 10);
+}
+
+cudaError_t PointwiseHalf(const void* x, const void* w, const void* bias, const void* z, void* y, int64_t m,
+                          int64_t n, int64_t k, ActParams act, cudaStream_t s) {
+  if (m == 0) return cudaSuccess;
+  if (!PointwiseHalfSupports(k, n) || !Aligned16(x) || !Aligned16(w) || !Aligned16(y) || (bias && !Aligned16(bias)) ||
+      (z && !Aligned16(z))) {
+    return cudaErrorInvalidValue;
+  }
+  const int nv = static_cast<int>(n / 8);
+  const int64_t total = (m + kPwPixels - 1) / kPwPixels * nv;
+  const unsigned blocks = static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>((total + kDwThreads - 1) / kDwThreads, int64_t{6} * SmCount())));
+  const size_t smem = static_cast<size_t>(n * k) * sizeof(__half);
+  auto launch = [&](auto kc, auto itag) {
+    using I = decltype(itag);
+    PointwiseHalfKernel<decltype(kc)::value, I><<<blocks, kDwThreads, smem, s>>>(
+        static_cast<const uint4*>(x), static_cast<const uint4*>(w), static_cast<const uint4*>(bias),
+        static_cast<const uint4*>(z), static_cast<uint4*>(y), static_cast<I>(m), nv, act);
+  };
+  auto by_k = [&](auto itag) {
+    switch (k / 8) {
+      case 1: launch(std::integral_constant<int, 1>(), itag); break;
+      case 2: launch(std::integral_constant<int, 2>(), itag); break;
+      case 3: launch(std::integral_constant<int, 3>(), itag); break;
+      case 4: launch(std::integral_constant<int, 4>(), itag); break;
+      case 5: launch(std::integral_constant<int, 5>(), itag); break;
+      case 6: launch(std::integral_constant<int, 6>(), itag); break;
+      case 7: launch(std::integral_constant<int, 7>(), itag); break;
+      default: launch(std::integral_constant<int, 8>(), itag); break;
+    }
+  };
+  if (Fits32(m * std::max(n, k))) {
+    by_k(int32_t());
+  } else {
+    by_k(int64_t());
   }
   return cudaGetLastError();
 }

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace kiln::cuda::k {
@@ -58,9 +59,19 @@ cudaError_t Pool2d(const void* x, void* y, bool half, bool nhwc, const PoolGeome
 struct DwGeometry {
   int64_t n, c, h, w, oh, ow;
   int kh, kw, sh, sw, ph, pw, dh, dw;
+  // Inputs are read as min(x, in_max) when in_max is finite: the upper half of a producer's Clip(0, hi)
+  // deferred to this layer (the producer ran it as a ReLU; see DeferredClips in cuda_layers.cc).
+  float in_max = HUGE_VALF;
 };
-cudaError_t DwConv(const void* x, const void* w, const void* bias, const void* z, void* y, bool half, bool nhwc,
-                   const DwGeometry& g, ActParams act, cudaStream_t s);
+// w [C, kh*kw]; w_taps (optional, FP16 NHWC only) the same filter tap-major, [kh*kw, C], which the
+// vectorized 3x3 kernel needs.
+cudaError_t DwConv(const void* x, const void* w, const void* w_taps, const void* bias, const void* z, void* y,
+                   bool half, bool nhwc, const DwGeometry& g, ActParams act, cudaStream_t s);
+// FP16 NHWC pointwise (1x1, stride 1) convolution for few input channels: y [m, n] = act(x [m, k] w^T + bias
+// + z), w [n, k] (KRSC), bias [n] and z [m, n] optional; k and n multiples of 8, k <= 64, n * k <= 24576.
+bool PointwiseHalfSupports(int64_t k, int64_t n);
+cudaError_t PointwiseHalf(const void* x, const void* w, const void* bias, const void* z, void* y, int64_t m,
+                          int64_t n, int64_t k, ActParams act, cudaStream_t s);
 // y[n,c] = mean over hw of x.
 cudaError_t GlobalAvgPool(const void* x, void* y, bool half, bool nhwc, int64_t n, int64_t c, int64_t hw,
                           cudaStream_t s);
@@ -116,6 +127,9 @@ struct AttentionArgs {
 };
 bool FlashAttentionSupports(int head_dim);
 cudaError_t FlashAttention(const AttentionArgs& a, cudaStream_t s);
+// The same in strict FP32 (q, k, v, o and the mask FP32; block_rows ignored): head dim 64.
+bool FlashAttentionF32Supports(int head_dim);
+cudaError_t FlashAttentionF32(const AttentionArgs& a, cudaStream_t s);
 // Deterministic pseudo-random values in [-1, 1) (for timing candidates on non-zero data).
 cudaError_t FillRandom(void* p, bool half, int64_t n, uint32_t seed, cudaStream_t s);
 

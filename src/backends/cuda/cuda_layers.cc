@@ -36,6 +36,13 @@ Expected<k::ActParams> FusedActivation(const Attributes& a) {
   return p;
 }
 
+Expected<k::ActParams> LayerActivation(const ProgramBuilder& b) {
+  KILN_ASSIGN_OR_RETURN(k::ActParams act, FusedActivation(b.node().attrs()));
+  const Value* y = b.node().output(0);
+  if (act.act == k::Act::kClip && y && std::isfinite(b.DeferredClip(y))) act = k::ActParams{k::Act::kRelu, 0.f, 0.f};
+  return act;
+}
+
 int TacticNumber(const std::string& tactic, const std::string& prefix) {
   if (tactic.rfind(prefix, 0) != 0) return -1;
   try {
@@ -214,7 +221,7 @@ Status LowerConv(ProgramBuilder& b) {
   KILN_ASSIGN_OR_RETURN(ConvSetup s, MakeConvSetup(node, b.half(), b.tf32()));
   k::ActParams act;
   if (node.op() == OpKind::kFusedConv) {
-    KILN_ASSIGN_OR_RETURN(act, FusedActivation(node.attrs()));
+    KILN_ASSIGN_OR_RETURN(act, LayerActivation(b));
   }
   const Repr bias_repr{b.half(), false};
   KILN_ASSIGN_OR_RETURN(int x, b.Input(0, s.repr));
@@ -233,6 +240,18 @@ Status LowerConv(ProgramBuilder& b) {
     if (!s.repr.nhwc || !IsPointwise(node)) return Unsupported("cublaslt.conv1x1 needs a pointwise NHWC convolution");
     return LowerConvPointwise(b, x, w, bias, z, y, s.n * s.oh * s.ow, s.k, s.c, act);
   }
+  if (b.tactic() == "kiln.pointwise") {
+    if (!s.repr.half || !s.repr.nhwc || !IsPointwise(node) || !k::PointwiseHalfSupports(s.c, s.k)) {
+      return Unsupported("kiln.pointwise needs an FP16 NHWC 1x1 convolution of at most 64 input channels");
+    }
+    const int64_t m = s.n * s.oh * s.ow, n = s.k, kk = s.c;
+    b.Add([=](const Program& p, cudaStream_t st) {
+      return CudaStatus(k::PointwiseHalf(p.ptr(x), p.ptr(w), bias >= 0 ? p.ptr(bias) : nullptr,
+                                         z >= 0 ? p.ptr(z) : nullptr, p.ptr(y), m, n, kk, act, st),
+                        "pointwise convolution");
+    });
+    return Status::Ok();
+  }
   if (b.tactic() == "kiln.dwconv") {
     if (!IsDepthwise(node)) return Unsupported("kiln.dwconv needs a depthwise convolution");
     const std::vector<int64_t> xs = SizesOf(node.input(0)), ws = SizesOf(node.input(1));
@@ -244,10 +263,23 @@ Status LowerConv(ProgramBuilder& b) {
     dg.sh = static_cast<int>(g.strides[0]), dg.sw = static_cast<int>(g.strides[1]);
     dg.ph = static_cast<int>(g.pad_begin[0]), dg.pw = static_cast<int>(g.pad_begin[1]);
     dg.dh = static_cast<int>(g.dilations[0]), dg.dw = static_cast<int>(g.dilations[1]);
+    dg.in_max = b.DeferredClip(node.input(0));
     const Repr r = s.repr;
+    const void* w_taps = nullptr;  // FP16: the filter tap-major as well, for the vectorized kernel
+    if (r.half && node.input(1)->is_constant()) {
+      auto tap_major = [](const Tensor& f) {  // [C, 1, KH, KW] -> [KH * KW, C]
+        const int64_t c = f.size(0), taps = f.numel() / f.size(0);
+        std::vector<float> out(static_cast<size_t>(f.numel()));
+        for (int64_t i = 0; i < c; ++i) {
+          for (int64_t t = 0; t < taps; ++t) out[static_cast<size_t>(t * c + i)] = f.data<float>()[i * taps + t];
+        }
+        return out;
+      };
+      KILN_ASSIGN_OR_RETURN(w_taps, b.weights().GetDerived(node.input(1)->constant(), true, "taps", tap_major));
+    }
     b.Add([=](const Program& p, cudaStream_t st) {
-      return CudaStatus(k::DwConv(p.ptr(x), p.ptr(w), bias >= 0 ? p.ptr(bias) : nullptr, z >= 0 ? p.ptr(z) : nullptr,
-                                  p.ptr(y), r.half, r.nhwc, dg, act, st),
+      return CudaStatus(k::DwConv(p.ptr(x), p.ptr(w), w_taps, bias >= 0 ? p.ptr(bias) : nullptr,
+                                  z >= 0 ? p.ptr(z) : nullptr, p.ptr(y), r.half, r.nhwc, dg, act, st),
                         "depthwise convolution");
     });
     return Status::Ok();
@@ -720,6 +752,8 @@ std::vector<std::string> CandidateTactics(const Node& node, Resources& res, bool
     if (IsDepthwise(node)) out.push_back("kiln.dwconv");
     if (half && IsPointwise(node)) {
       for (int i = 0; i < 3; ++i) out.push_back("cublaslt.conv1x1.h" + std::to_string(i));
+      const std::vector<int64_t> ws = SizesOf(node.input(1));
+      if (k::PointwiseHalfSupports(ws[1], ws[0])) out.push_back("kiln.pointwise");
     }
     return out;
   }
@@ -729,6 +763,11 @@ std::vector<std::string> CandidateTactics(const Node& node, Resources& res, bool
     const int algos = 8;
     std::vector<std::string> out;
     for (int i = 0; i < algos; ++i) out.push_back("cublaslt.gemm.h" + std::to_string(i));
+    // FP32/TF32: the same with a constant 2-D weight in the other layout (cublaslt.gemm.t.hN, see LowerGemm).
+    const Value* w = node.input(1);
+    if (!half && w && w->is_constant() && w->constant()->rank() == 2 && w->dtype() == DType::kFloat32) {
+      for (int i = 0; i < algos; ++i) out.push_back("cublaslt.gemm.t.h" + std::to_string(i));
+    }
     const bool exact = std::getenv("KILN_CUDA_EXACT_GELU") && std::string(std::getenv("KILN_CUDA_EXACT_GELU")) == "1";
     if (half && !exact && op == OpKind::kFusedGemm && node.attrs().GetString("activation", "") == "Gelu") {
       for (int i = 0; i < algos; ++i) out.push_back("cublaslt.gemm.gelu_tanh.h" + std::to_string(i));
@@ -744,13 +783,35 @@ std::vector<std::string> CandidateTactics(const Node& node, Resources& res, bool
   if (op == OpKind::kLayerNormalization) return {"kiln.layernorm"};
   if (op == OpKind::kAttention) {
     if (half) return {"kiln.flash_attention", "kiln.flash_attention.m128", "cublaslt.attention"};
-    return {"cublaslt.attention"};
+    return {"kiln.flash_attention", "cublaslt.attention"};
   }
   if (HostEvaluable(node)) return {"kiln.host"};
   if (op == OpKind::kGather) return {"kiln.gather"};
   if (op == OpKind::kCast) return {"kiln.cast"};
   if (op == OpKind::kSplit) return {"kiln.split"};
   return {"kiln." + std::string(node.op_name())};
+}
+
+std::unordered_map<const Value*, float> DeferredClips(const std::vector<const Node*>& schedule,
+                                                      const std::vector<std::string>& tactics,
+                                                      const std::unordered_set<const Node*>& folded) {
+  std::unordered_map<const Value*, float> clips;
+  for (size_t i = 0; i < schedule.size() && i < tactics.size(); ++i) {
+    const Node& dw = *schedule[i];
+    if (tactics[i] != "kiln.dwconv" || !IsConv(dw.op()) || !IsDepthwise(dw) || folded.count(&dw)) continue;
+    const Value* v = dw.input(0);
+    const Node* p = v ? v->producer() : nullptr;
+    if (!p || folded.count(p) || v->is_graph_output() || v->uses().size() != 1) continue;
+    if (p->op() != OpKind::kFusedConv && p->op() != OpKind::kFusedGemm) continue;
+    if (p->num_outputs() != 1 || WhyUnsupportedOp(*p) != "") continue;
+    Expected<k::ActParams> act = FusedActivation(p->attrs());
+    // Clip(0, hi) = min(ReLU(x), hi); a lower bound other than 0 is not a ReLU.
+    if (!act.ok() || act->act != k::Act::kClip || act->alpha != 0.f || !std::isfinite(act->beta) || act->beta < 0.f) {
+      continue;
+    }
+    clips[v] = act->beta;
+  }
+  return clips;
 }
 
 Status LowerLayer(ProgramBuilder& b) {

@@ -25,6 +25,9 @@ inline int64_t Prod(const std::vector<int64_t>& s, size_t from, size_t to) {
 // The fused activation of kiln.FusedConv / kiln.FusedGemm (attributes `activation`, `activation_alpha`,
 // `activation_beta`, defaults as in src/ops/fused.cc).
 Expected<k::ActParams> FusedActivation(const Attributes& a);
+// The activation the layer being lowered applies: FusedActivation of its attributes, or a ReLU where its
+// Clip(0, hi) is deferred to the consumer (ProgramBuilder::DeferredClip of its output).
+Expected<k::ActParams> LayerActivation(const ProgramBuilder& b);
 // "cudnn.conv.a1" with prefix "cudnn.conv.a" -> 1; -1 if the prefix does not match.
 int TacticNumber(const std::string& tactic, const std::string& prefix);
 

@@ -68,13 +68,31 @@ Expected<const void*> WeightStore::Get(const Tensor* t, Repr repr) {
   std::lock_guard<std::mutex> lock(mu_);
   if (t->dtype() != DType::kFloat32) repr = {};
   if (t->rank() != 4) repr.nhwc = false;
-  const auto key = std::make_tuple(t, repr.half, repr.nhwc);
+  return Upload(t, repr, "", nullptr);
+}
+
+Expected<const void*> WeightStore::GetDerived(const Tensor* t, bool half, const std::string& tag,
+                                              const std::function<std::vector<float>(const Tensor&)>& make) {
+  if (t->dtype() != DType::kFloat32) return InvalidArgument("only FP32 weights are rearranged");
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = cache_.find(std::make_tuple(t, half, false, tag));
+  if (it != cache_.end()) return static_cast<const void*>(it->second);
+  const std::vector<float> host = make(*t);
+  if (static_cast<int64_t>(host.size()) != t->numel()) {
+    return Internal("weight rearrangement '" + tag + "' changed the size");
+  }
+  return Upload(t, Repr{half, false}, tag, host.data());
+}
+
+Expected<const void*> WeightStore::Upload(const Tensor* t, Repr repr, const std::string& tag, const float* host_data) {
+  const auto key = std::make_tuple(t, repr.half, repr.nhwc, tag);
   auto it = cache_.find(key);
   if (it != cache_.end()) return static_cast<const void*>(it->second);
+  const void* host = host_data ? static_cast<const void*>(host_data) : t->raw_data();
   void* raw = nullptr;
   const size_t bytes = std::max<size_t>(t->nbytes(), 4);
   KILN_CUDA(cudaMalloc(&raw, bytes));
-  if (t->nbytes()) KILN_CUDA(cudaMemcpy(raw, t->raw_data(), t->nbytes(), cudaMemcpyHostToDevice));
+  if (t->nbytes()) KILN_CUDA(cudaMemcpy(raw, host, t->nbytes(), cudaMemcpyHostToDevice));
   void* out = raw;
   if (repr.half || repr.nhwc) {
     const int64_t n = t->rank() == 4 ? t->size(0) : 1, c = t->rank() == 4 ? t->size(1) : 1;
@@ -255,6 +273,32 @@ Expected<int> ProgramBuilder::ValueTensor(const Value* v, Repr want) {
 
 Expected<int> ProgramBuilder::Input(size_t i, Repr want) {
   KILN_ASSIGN_OR_RETURN(int id, ValueTensor(node_->input(i), want));
+  Touch(id);
+  return id;
+}
+
+Expected<int> ProgramBuilder::TransposedConstInput(size_t i, Repr want) {
+  const Value* v = node_->input(i);
+  if (!v || !v->is_constant() || v->constant()->rank() != 2 || v->dtype() != DType::kFloat32) {
+    return InvalidArgument(node_->Label() + ": input " + std::to_string(i) + " is not a constant FP32 matrix");
+  }
+  auto transpose = [](const Tensor& w) {
+    const int64_t rows = w.size(0), cols = w.size(1);
+    std::vector<float> out(static_cast<size_t>(rows * cols));
+    const float* src = w.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
+    }
+    return out;
+  };
+  KILN_ASSIGN_OR_RETURN(const void* ptr, weights_.GetDerived(v->constant(), want.half, "transposed", transpose));
+  DevTensor t;
+  t.sizes = {v->constant()->size(1), v->constant()->size(0)};
+  t.repr = Repr{want.half, false};
+  t.dtype = DType::kFloat32;
+  t.fixed = ptr;
+  p_.tensors.push_back(std::move(t));
+  const int id = static_cast<int>(p_.tensors.size()) - 1;
   Touch(id);
   return id;
 }

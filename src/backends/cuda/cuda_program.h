@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -80,12 +81,17 @@ class WeightStore {
   // `t` (an FP32 or integer host tensor) on the device: FP32 as-is, or FP16 and/or, for rank-4 filters,
   // KRSC (NHWC) order.
   Expected<const void*> Get(const Tensor* t, Repr repr);
+  // An FP32 `t` rearranged on the host by `make` (as many values as t has; `tag` names the arrangement),
+  // uploaded once as FP32 or FP16: GEMM weights in the other layout, depthwise filters tap-major.
+  Expected<const void*> GetDerived(const Tensor* t, bool half, const std::string& tag,
+                                   const std::function<std::vector<float>(const Tensor&)>& make);
   size_t bytes() const { return bytes_; }
 
  private:
   int device_;
   std::mutex mu_;
-  std::map<std::tuple<const Tensor*, bool, bool>, void*> cache_;
+  Expected<const void*> Upload(const Tensor* t, Repr repr, const std::string& tag, const float* host);
+  std::map<std::tuple<const Tensor*, bool, bool, std::string>, void*> cache_;  // (t, half, nhwc, arrangement)
   size_t bytes_ = 0;
 };
 // The store shared by the contexts of `plan_key` on `device` (created on first use).
@@ -173,6 +179,8 @@ class ProgramBuilder {
 
   // For layers: input i in `want` (converted if needed); want.nhwc is ignored unless the value is rank 4.
   Expected<int> Input(size_t i, Repr want);
+  // Constant 2-D input i [R, C] as a new tensor holding its transpose [C, R] (in `want`'s precision).
+  Expected<int> TransposedConstInput(size_t i, Repr want);
   // The input's current tensor, whatever its format.
   Expected<int> InputAsIs(size_t i);
   // Float input i as FP16 when the layer runs in FP16, in its current layout when `keep_layout`.
@@ -185,6 +193,13 @@ class ProgramBuilder {
   int ValueOutput(const Value* v, Repr repr);
   // Layers that AddLayer skips: another layer computes their work (FoldedLayers).
   void SetFolded(std::unordered_set<const Node*> folded) { folded_ = std::move(folded); }
+  // Values whose producer runs its Clip(0, hi) as a ReLU, and whose one consumer clamps to hi on reading
+  // (DeferredClips); DeferredClip(v) is that hi, or +inf.
+  void SetDeferredClips(std::unordered_map<const Value*, float> clips) { deferred_clips_ = std::move(clips); }
+  float DeferredClip(const Value* v) const {
+    auto it = deferred_clips_.find(v);
+    return it == deferred_clips_.end() ? HUGE_VALF : it->second;
+  }
   // A scratch arena tensor that lives through this layer only.
   int Scratch(std::vector<int64_t> sizes, Repr repr);
   // Whether the layer can run on the host now (every input a constant or known from shapes, and no float
@@ -219,6 +234,7 @@ class ProgramBuilder {
   // value -> tensors holding it, one per format
   std::unordered_map<const Value*, std::vector<int>> values_;
   std::unordered_set<const Node*> folded_;
+  std::unordered_map<const Value*, float> deferred_clips_;
   // values known on the host (computed from static shapes and constants)
   std::unordered_map<const Value*, Tensor> host_;
 };
@@ -240,5 +256,13 @@ Status LowerLayer(ProgramBuilder& b);
 std::unordered_set<const Node*> FoldedLayers(const std::vector<const Node*>& schedule,
                                              const std::vector<std::string>& tactics,
                                              const std::vector<std::string>& precisions);
+// The ReLU6-style activations whose upper bound a depthwise consumer applies as it reads (cuda_layers.cc):
+// for a layer with a fused Clip(0, hi) whose output feeds only a depthwise convolution run by kiln.dwconv
+// (and is no graph output), the producer runs a ReLU, which cuDNN and cuBLASLt fuse into the product's
+// epilogue, and the depthwise kernel reads min(x, hi): the pass over the (expanded, largest) tensor that a
+// Clip epilogue costs them is gone. Keyed by the value between the two.
+std::unordered_map<const Value*, float> DeferredClips(const std::vector<const Node*>& schedule,
+                                                      const std::vector<std::string>& tactics,
+                                                      const std::unordered_set<const Node*>& folded);
 
 }  // namespace kiln::cuda

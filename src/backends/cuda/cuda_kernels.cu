@@ -313,7 +313,8 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
 // filter comes tap-major ([KH*KW][C], uploaded so once: the 8 channels of one tap are one vector), so a
 // thread holds one filter row (KW x 8 floats) at a time: 80 registers, 3 blocks (24 warps) per
 // multiprocessor. (Holding all of a thread's 72 taps as floats took 144 registers, one block per
-// multiprocessor, and ran MobileNetV2's layers at 0.6 TB/s.) FP32 accumulation, the input clamp and the
+// multiprocessor, and ran MobileNetV2's layers at 0.6 TB/s. Unrolling the rows again for grids too small to
+// fill the GPU was tried and was no faster at batch 1.) FP32 accumulation, the input clamp and the
 // bias / residual / activation epilogue as DwConvKernel.
 constexpr int kDwTile = 4;
 constexpr int kDwThreads = 256;
@@ -346,11 +347,8 @@ __device__ __forceinline__ void StoreVector8(uint4* y, const uint4* z, I at, con
   y[at] = out;
 }
 
-// kWide: for grids too small to fill the GPU (batch 1), where a thread's latency is the layer's time, the
-// filter rows are unrolled (all of a thread's loads in flight at once, at the cost of registers and
-// occupancy, which such grids do not use anyway); otherwise one row at a time in 80 registers.
-template <int KH, int KW, int SW, bool kWide, typename I>
-__global__ void __launch_bounds__(kDwThreads, kWide ? 1 : 3) DwConvNhwcHalf8Kernel(const uint4* __restrict__ x,
+template <int KH, int KW, int SW, typename I>
+__global__ void __launch_bounds__(kDwThreads, 3) DwConvNhwcHalf8Kernel(const uint4* __restrict__ x,
                                                                       const uint4* __restrict__ w_taps,
                                                                       const uint4* __restrict__ bias,
                                                                       const uint4* __restrict__ z, uint4* y,
@@ -372,8 +370,8 @@ __global__ void __launch_bounds__(kDwThreads, kWide ? 1 : 3) DwConvNhwcHalf8Kern
       for (int c = 0; c < 8; ++c) acc[j][c] = 0.f;
     }
     const I ix0 = ox0 * SW - g.pw;
-#pragma unroll(kWide ? KH : 1)
-    for (int ky = 0; ky < KH; ++ky) {
+#pragma unroll 1
+    for (int ky = 0; ky < KH; ++ky) {  // not unrolled: one filter row and one input row in registers
       const I iy = oy * g.sh - g.ph + ky;
       if (iy < 0 || iy >= H) continue;
       float wr[KW][8];
@@ -837,14 +835,11 @@ cudaError_t DwConv(const void* x, const void* w, const void* w_taps, const void*
       (!z || Aligned16(z))) {
     const int64_t tiles = g.n * g.oh * ((g.ow + kDwTile - 1) / kDwTile) * (g.c / 8);
     const unsigned blocks = Blocks(tiles);
-    const bool wide = tiles < int64_t{3} * kDwThreads * SmCount();
     auto launch = [&](auto itag, auto stride) {
       using I = decltype(itag);
-      constexpr int kSw = decltype(stride)::value;
-      auto kernel = wide ? DwConvNhwcHalf8Kernel<3, 3, kSw, true, I> : DwConvNhwcHalf8Kernel<3, 3, kSw, false, I>;
-      kernel<<<blocks, kDwThreads, 0, s>>>(static_cast<const uint4*>(x), static_cast<const uint4*>(w_taps),
-                                           static_cast<const uint4*>(bias), static_cast<const uint4*>(z),
-                                           static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
+      DwConvNhwcHalf8Kernel<3, 3, decltype(stride)::value, I><<<blocks, kDwThreads, 0, s>>>(
+          static_cast<const uint4*>(x), static_cast<const uint4*>(w_taps), static_cast<const uint4*>(bias),
+          static_cast<const uint4*>(z), static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
     };
     const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
     if (g.sw == 1) {

@@ -52,6 +52,14 @@ Tensor RandomInt8(DType t, const Ints& sizes, std::mt19937& rng, int lo, int hi)
   return x;
 }
 
+// Uniform floats in [lo, hi).
+Tensor RandomFloat(const Ints& sizes, std::mt19937& rng, float lo, float hi) {
+  Tensor x(DType::kFloat32, sizes);
+  std::uniform_real_distribution<float> d(lo, hi);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = d(rng);
+  return x;
+}
+
 Expected<Tensor> RunNode(const Node& node, const std::vector<const Tensor*>& ins, cpu::CpuKernel* kernel) {
   static const KernelLimits kLimits;
   KernelContext ctx(node, ins, kLimits);
@@ -307,10 +315,7 @@ void BuildQMatMul(const QMatMulCase& c, double y_scale, int y_zero, QMatMulGraph
     ins[7] = add("zy", Scalar(DType::kUInt8, y_zero));
   }
   if (c.bias) {
-    Tensor bias(DType::kFloat32, {c.n});
-    std::uniform_real_distribution<float> d(-3.f, 3.f);
-    for (int64_t i = 0; i < c.n; ++i) bias.data<float>()[i] = d(rng);
-    ins[8] = add("bias", std::move(bias));
+    ins[8] = add("bias", RandomFloat({c.n}, rng, -3.f, 3.f));
   }
   while (!ins.back()) ins.pop_back();
   Value* y = g.AddValue("y", DType::kUndefined);
@@ -394,9 +399,7 @@ TEST(QuantizedTactics, ElementwiseBitIdentical) {
                           {y}, 13);
       g.AddOutput(y);
       ASSERT_TRUE(InferShapes(g).ok());
-      Tensor xf(DType::kFloat32, sizes);
-      std::uniform_real_distribution<float> d(-6.f, 6.f);
-      for (int64_t i = 0; i < xf.numel(); ++i) xf.data<float>()[i] = d(rng);
+      Tensor xf = RandomFloat(sizes, rng, -6.f, 6.f);
       xf.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
       xf.data<float>()[1] = std::numeric_limits<float>::infinity();
       xf.data<float>()[2] = -std::numeric_limits<float>::infinity();
@@ -537,9 +540,7 @@ TEST(FuseQdq, FusesOnnxruntimeStyleGraphAndKeepsResults) {
   g.AddOutput(out);
   ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
 
-  Tensor x(DType::kFloat32, {1, 4, 12, 12});
-  std::uniform_real_distribution<float> d(-3.f, 3.f);
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = d(rng);
+  const Tensor x = RandomFloat({1, 4, 12, 12}, rng, -3.f, 3.f);
   auto run = [&](const Graph& graph) -> Expected<Tensor> {
     KILN_ASSIGN_OR_RETURN(auto outs, RunReference(graph, {{"input", x}}));
     return outs.at(out->name());
@@ -606,9 +607,7 @@ TEST(FuseQdq, FloatOutputConvolution) {
   g.AddNode(OpKind::kRelu, "Relu", {y}, {r}, 13);
   g.AddOutput(r);
   ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
-  Tensor feed(DType::kFloat32, {1, 6, 10, 10});
-  std::uniform_real_distribution<float> d(-2.f, 2.f);
-  for (int64_t i = 0; i < feed.numel(); ++i) feed.data<float>()[i] = d(rng);
+  const Tensor feed = RandomFloat({1, 6, 10, 10}, rng, -2.f, 2.f);
   auto before = RunReference(g, {{"input", feed}});
   ASSERT_TRUE(before.ok()) << before.status().message();
   ASSERT_TRUE(RunPipeline(g, PipelineOptions{}).ok());
@@ -675,9 +674,7 @@ TEST(FuseQdq, MatMulWithBiasBecomesQMatMul) {
   g.AddOutput(yb);
   g.AddOutput(scores);
   ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
-  Tensor feed(DType::kFloat32, {2, 5, 16});
-  std::uniform_real_distribution<float> d(-3.f, 3.f);
-  for (int64_t i = 0; i < feed.numel(); ++i) feed.data<float>()[i] = d(rng);
+  const Tensor feed = RandomFloat({2, 5, 16}, rng, -3.f, 3.f);
   auto before = RunReference(g, {{"input", feed}});
   ASSERT_TRUE(before.ok()) << before.status().message();
   ASSERT_TRUE(RunPipeline(g, PipelineOptions{}).ok());
@@ -735,9 +732,7 @@ TEST(FuseQdq, SiblingQMatMulsMergeHorizontally) {
     names.push_back(out->name());
   }
   ASSERT_TRUE(InferShapes(g).ok()) << InferShapes(g).message();
-  Tensor feed(DType::kFloat32, {2, 6, 16});
-  std::uniform_real_distribution<float> d(-3.f, 3.f);
-  for (int64_t i = 0; i < feed.numel(); ++i) feed.data<float>()[i] = d(rng);
+  const Tensor feed = RandomFloat({2, 6, 16}, rng, -3.f, 3.f);
   auto before = RunReference(g, {{"input", feed}});
   ASSERT_TRUE(before.ok()) << before.status().message();
   ASSERT_TRUE(RunPipeline(g, PipelineOptions{}).ok());

@@ -295,23 +295,27 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) Flas
   }
 }
 
+// Raises `kernel`'s dynamic shared-memory limit to `bytes` once per device, recorded in `raised` (one bit per
+// device; a function attribute, not a stream operation, so it may also happen while a graph is captured).
+template <typename Kernel>
+cudaError_t RaiseSmemLimitOnce(Kernel kernel, size_t bytes, std::atomic<uint64_t>& raised) {
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if (raised.load() & bit) return cudaSuccess;
+  const cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) raised.fetch_or(bit);
+  return e;
+}
+
 template <int D, int kWarps>
 cudaError_t LaunchFlash(const AttentionArgs& a, cudaStream_t s) {
   constexpr int kBlockM = kWarps * kRowsPerWarp;
   constexpr int kLd = D + kPad;
   constexpr size_t kSmem = sizeof(__half) * (kBlockM + 4 * kBlockN) * kLd + (sizeof(float) + sizeof(__half)) * 2 * kBlockN;
-  // The dynamic shared-memory limit is raised once per device (a function attribute, not a stream
-  // operation, so it may also happen while a graph is captured).
   static std::atomic<uint64_t> raised{0};
-  int device = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if (!(raised.load() & bit)) {
-    const cudaError_t e = cudaFuncSetAttribute(FlashAttentionKernel<D, kWarps>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-    if (e != cudaSuccess) return e;
-    raised.fetch_or(bit);
-  }
+  if (cudaError_t e = RaiseSmemLimitOnce(FlashAttentionKernel<D, kWarps>, kSmem, raised); e != cudaSuccess) return e;
   const int64_t blocks = (a.sq + kBlockM - 1) / kBlockM * static_cast<int64_t>(a.batch) * a.heads;
   if (blocks > (int64_t{1} << 31) - 1) return cudaErrorInvalidValue;
   FlashAttentionKernel<D, kWarps><<<static_cast<unsigned>(blocks), kWarps * 32, kSmem, s>>>(a);
@@ -487,15 +491,7 @@ cudaError_t FlashAttentionF32(const AttentionArgs& a, cudaStream_t s) {
   if (a.sq <= 0 || a.batch * a.heads <= 0) return cudaSuccess;
   if (a.head_dim != kF32D) return cudaErrorInvalidValue;
   static std::atomic<uint64_t> raised{0};
-  int device = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if (!(raised.load() & bit)) {
-    const cudaError_t e = cudaFuncSetAttribute(FlashAttentionF32Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(kF32Smem));
-    if (e != cudaSuccess) return e;
-    raised.fetch_or(bit);
-  }
+  if (cudaError_t e = RaiseSmemLimitOnce(FlashAttentionF32Kernel, kF32Smem, raised); e != cudaSuccess) return e;
   const int64_t blocks = (a.sq + kF32Rows - 1) / kF32Rows * static_cast<int64_t>(a.batch) * a.heads;
   if (blocks > (int64_t{1} << 31) - 1) return cudaErrorInvalidValue;
   FlashAttentionF32Kernel<<<static_cast<unsigned>(blocks), kF32Threads, kF32Smem, s>>>(a);

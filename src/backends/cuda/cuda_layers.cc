@@ -268,12 +268,7 @@ Status LowerConv(ProgramBuilder& b) {
     const void* w_taps = nullptr;  // FP16: the filter tap-major as well, for the vectorized kernel
     if (r.half && node.input(1)->is_constant()) {
       auto tap_major = [](const Tensor& f) {  // [C, 1, KH, KW] -> [KH * KW, C]
-        const int64_t c = f.size(0), taps = f.numel() / f.size(0);
-        std::vector<float> out(static_cast<size_t>(f.numel()));
-        for (int64_t i = 0; i < c; ++i) {
-          for (int64_t t = 0; t < taps; ++t) out[static_cast<size_t>(t * c + i)] = f.data<float>()[i * taps + t];
-        }
-        return out;
+        return TransposedMatrix(f, f.size(0), f.numel() / f.size(0));
       };
       KILN_ASSIGN_OR_RETURN(w_taps, b.weights().GetDerived(node.input(1)->constant(), true, "taps", tap_major));
     }

@@ -111,6 +111,15 @@ Expected<const void*> WeightStore::Upload(const Tensor* t, Repr repr, const std:
   return static_cast<const void*>(out);
 }
 
+std::vector<float> TransposedMatrix(const Tensor& t, int64_t rows, int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  const float* src = t.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
+  }
+  return out;
+}
+
 std::shared_ptr<WeightStore> SharedWeightStore(const void* plan_key, int device) {
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, std::weak_ptr<WeightStore>> stores;
@@ -202,6 +211,16 @@ int ProgramBuilder::NewTensor(std::vector<int64_t> sizes, Repr repr, DType dtype
   return static_cast<int>(p_.tensors.size()) - 1;
 }
 
+int ProgramBuilder::FixedTensor(std::vector<int64_t> sizes, Repr repr, DType dtype, const void* ptr) {
+  DevTensor t;
+  t.sizes = std::move(sizes);
+  t.repr = repr;
+  t.dtype = dtype;
+  t.fixed = ptr;
+  p_.tensors.push_back(std::move(t));
+  return static_cast<int>(p_.tensors.size()) - 1;
+}
+
 int ProgramBuilder::AddGraphInput(const Value* v) {
   const int id = NewTensor(v->shape()->sizes().value_or(std::vector<int64_t>{}), {}, v->dtype());
   p_.storages[static_cast<size_t>(p_.tensors[static_cast<size_t>(id)].storage)].first = 0;
@@ -224,13 +243,7 @@ Expected<int> ProgramBuilder::ValueTensor(const Value* v, Repr want) {
       if (p_.tensors[static_cast<size_t>(id)].repr == want) return id;
     }
     KILN_ASSIGN_OR_RETURN(const void* ptr, weights_.Get(v->constant(), want));
-    DevTensor t;
-    t.sizes = sizes;
-    t.repr = want;
-    t.dtype = v->dtype();
-    t.fixed = ptr;
-    p_.tensors.push_back(std::move(t));
-    list.push_back(static_cast<int>(p_.tensors.size()) - 1);
+    list.push_back(FixedTensor(sizes, want, v->dtype(), ptr));
     return list.back();
   }
   auto it = values_.find(v);
@@ -282,23 +295,10 @@ Expected<int> ProgramBuilder::TransposedConstInput(size_t i, Repr want) {
   if (!v || !v->is_constant() || v->constant()->rank() != 2 || v->dtype() != DType::kFloat32) {
     return InvalidArgument(node_->Label() + ": input " + std::to_string(i) + " is not a constant FP32 matrix");
   }
-  auto transpose = [](const Tensor& w) {
-    const int64_t rows = w.size(0), cols = w.size(1);
-    std::vector<float> out(static_cast<size_t>(rows * cols));
-    const float* src = w.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
-    }
-    return out;
-  };
+  const int64_t rows = v->constant()->size(0), cols = v->constant()->size(1);
+  auto transpose = [rows, cols](const Tensor& w) { return TransposedMatrix(w, rows, cols); };
   KILN_ASSIGN_OR_RETURN(const void* ptr, weights_.GetDerived(v->constant(), want.half, "transposed", transpose));
-  DevTensor t;
-  t.sizes = {v->constant()->size(1), v->constant()->size(0)};
-  t.repr = Repr{want.half, false};
-  t.dtype = DType::kFloat32;
-  t.fixed = ptr;
-  p_.tensors.push_back(std::move(t));
-  const int id = static_cast<int>(p_.tensors.size()) - 1;
+  const int id = FixedTensor({cols, rows}, Repr{want.half, false}, DType::kFloat32, ptr);
   Touch(id);
   return id;
 }

@@ -94,6 +94,9 @@ class WeightStore {
   std::map<std::tuple<const Tensor*, bool, bool, std::string>, void*> cache_;  // (t, half, nhwc, arrangement)
   size_t bytes_ = 0;
 };
+// An FP32 `t` read as a row-major [rows, cols] matrix, transposed to [cols, rows] on the host (for
+// WeightStore::GetDerived: GEMM weights in the other layout, depthwise filters [C, taps] tap-major).
+std::vector<float> TransposedMatrix(const Tensor& t, int64_t rows, int64_t cols);
 // The store shared by the contexts of `plan_key` on `device` (created on first use).
 std::shared_ptr<WeightStore> SharedWeightStore(const void* plan_key, int device);
 
@@ -219,6 +222,8 @@ class ProgramBuilder {
 
  private:
   Expected<int> ValueTensor(const Value* v, Repr want);
+  // A new tensor over weight memory `ptr` (no arena storage).
+  int FixedTensor(std::vector<int64_t> sizes, Repr repr, DType dtype, const void* ptr);
   int NewTensor(std::vector<int64_t> sizes, Repr repr, DType dtype);
   void Touch(int tensor) { touched_.push_back(tensor); }
 

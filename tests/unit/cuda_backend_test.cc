@@ -164,6 +164,14 @@ std::vector<Case> Cases() {
                      Value* x = b.In("x", {2, 12, 10, 10});
                      return b.Done(b.Op(OpKind::kRelu, {Conv(b, x, 12, 12, 3, 1, 1, 12, true, "c")}, "y"));
                    }, "kiln.dwconv"});
+  // The one-pixel-a-thread form (kiln.dwconv.t1) at both strides, odd sizes, and under a deferred Clip.
+  cases.push_back({"depthwise_kiln_kernel_t1", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 24, 15, 13});
+                     Value* c = Conv(b, x, 24, 24, 3, 2, 1, 24, true, "c");
+                     Value* r = b.Op(OpKind::kClip, {c, b.Scalar("lo", 0.f), b.Scalar("hi", 6.f)}, "r", 13);
+                     return b.Done(Conv(b, r, 24, 24, 3, 1, 1, 24, true, "y"));
+                   }, "kiln.dwconv.t1"});
   // MobileNetV2's inverted residual: the expansion's Clip(0, 6) runs as a ReLU and the depthwise kernel
   // clamps its input to 6 (DeferredClips). The input is scaled so that many expanded values pass 6.
   cases.push_back({"inverted_residual_deferred_clip", [] {
@@ -356,7 +364,7 @@ void CheckCase(const Case& c, Precision precision, double tolerance) {
       if (n.op() != OpKind::kConv && n.op() != OpKind::kFusedConv) continue;
       // kiln.dwconv is forced on the depthwise convolutions only, kiln.pointwise on the 1x1 convolutions of
       // at most 64 input channels; the others keep the tuner's pick.
-      if (c.conv_tactic == "kiln.dwconv" && n.attrs().GetInt("group", 1) == 1) continue;
+      if (c.conv_tactic.rfind("kiln.dwconv", 0) == 0 && n.attrs().GetInt("group", 1) == 1) continue;
       const std::vector<int64_t> ws = *n.input(1)->shape()->sizes();
       if (c.conv_tactic == "kiln.pointwise" && (ws[2] != 1 || ws[3] != 1 || ws[1] > 64)) continue;
       plan->layers[i].tactic = c.conv_tactic;
@@ -707,6 +715,7 @@ TEST(CudaBackend, FlashAttentionMatchesReference) {
       {"bert", 2, 3, 128, 128, 64, 1}, {"bert", 2, 2, 1, 1, 64, 1},  {"bert", 3, 2, 7, 7, 64, 1},
       {"bert", 1, 2, 65, 65, 64, 1},   {"bert", 2, 4, 200, 200, 32, 1}, {"bert", 1, 2, 130, 130, 128, 0},
       {"plain", 2, 3, 50, 130, 64, 0}, {"plain", 1, 2, 70, 9, 128, 0}, {"row_mask", 2, 2, 100, 100, 64, 2},
+      {"plain", 2, 2, 128, 192, 64, 0},
   };
   for (const AttentionCase& c : cases) {
     for (const char* tactic : {"kiln.flash_attention", "kiln.flash_attention.m128"}) {

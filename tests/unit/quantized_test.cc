@@ -236,6 +236,8 @@ TEST(QuantizedOps, QConvChannelsLastReferenceEqualsNchw) {
 
 TEST(QuantizedTactics, QConvMatchesReference) {
   if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: no fast CPU tactics";
+  if (!cpu::HaveInt8Dot()) GTEST_SKIP() << "this CPU has no VNNI: the 8-bit tactics are not offered "
+                                         "(NoInt8TacticsWithoutVnni checks that)";
   for (const QConvCase& c : QConvCases()) {
     for (bool channels_last : {false, true}) {
       SCOPED_TRACE(c.name + (channels_last ? " NHWC" : " NCHW"));
@@ -326,6 +328,8 @@ void BuildQMatMul(const QMatMulCase& c, double y_scale, int y_zero, QMatMulGraph
 
 TEST(QuantizedTactics, QMatMulMatchesReference) {
   if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: no fast CPU tactics";
+  if (!cpu::HaveInt8Dot()) GTEST_SKIP() << "this CPU has no VNNI: the 8-bit tactics are not offered "
+                                         "(NoInt8TacticsWithoutVnni checks that)";
   for (const QMatMulCase& c : QMatMulCases()) {
     // f32 Y first; its range sets the 8-bit Y's parameters.
     QMatMulGraph f;
@@ -382,6 +386,29 @@ TEST(QuantizedOps, QMatMulRejectsUnknownActivation) {
 }
 
 // One-node Q / DQ / QAdd graphs with per-tensor parameters.
+// Without VNNI oneDNN's 8-bit products saturate 16-bit partial sums (results off by many steps, seen on an
+// AVX2-only CPU): neither 8-bit product tactic may be offered there, so those layers run their exact
+// reference kernels.
+TEST(QuantizedTactics, NoInt8TacticsWithoutVnni) {
+  if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: no fast CPU tactics";
+  if (cpu::HaveInt8Dot()) GTEST_SKIP() << "this CPU has VNNI (QConvMatchesReference runs the tactics)";
+  for (const QConvCase& c : QConvCases()) {
+    for (bool channels_last : {false, true}) {
+      QConvGraph q;
+      BuildQConv(c, channels_last, q);
+      ASSERT_TRUE(InferShapes(q.g).ok()) << InferShapes(q.g).message();
+      EXPECT_TRUE(cpu::CpuTacticsFor(*q.node).empty()) << c.name;
+      EXPECT_FALSE(cpu::HasChannelsLastKernel(*q.node)) << c.name;
+    }
+  }
+  for (const QMatMulCase& c : QMatMulCases()) {
+    QMatMulGraph q;
+    BuildQMatMul(c, 0.05, 0, q);
+    ASSERT_TRUE(InferShapes(q.g).ok()) << InferShapes(q.g).message();
+    EXPECT_TRUE(cpu::CpuTacticsFor(*q.node).empty()) << c.name;
+  }
+}
+
 TEST(QuantizedTactics, ElementwiseBitIdentical) {
   if (!cpu::HaveOneDnn()) GTEST_SKIP() << "built without oneDNN: no fast CPU tactics";
   std::mt19937 rng(11);

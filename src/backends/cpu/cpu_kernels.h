@@ -76,6 +76,13 @@ uint64_t PackedWeightReorders();
 
 // Whether the CPU has BF16 dot-product instructions the tactics can use (AVX512_BF16 or AMX).
 bool HaveBf16();
+// Whether the CPU has 8-bit dot-product instructions (AVX512_VNNI or AVX_VNNI). Without them oneDNN's
+// 8-bit kernels multiply u8 by i8 into saturating 16-bit sums (vpmaddubsw), which can differ from the exact
+// result, so the 8-bit tactics are offered only where this holds; elsewhere those layers run their
+// reference kernels.
+bool HaveInt8Dot();
+// Whether oneDNN has its Winograd convolution kernels on this CPU (AVX-512 only).
+bool HaveWinograd();
 
 // Whether this build has oneDNN, and its version ("3.1.1") or "" without it.
 bool HaveOneDnn();

@@ -12,6 +12,8 @@ std::vector<PackedWeightCopy> LivePackedWeights(const Tensor&) { return {}; }
 std::shared_ptr<const void> AdoptPackedWeights(const Tensor&, const std::string&, const Tensor&) { return nullptr; }
 uint64_t PackedWeightReorders() { return 0; }
 bool HaveBf16() { return false; }
+bool HaveInt8Dot() { return false; }
+bool HaveWinograd() { return false; }
 bool HaveOneDnn() { return false; }
 std::string OneDnnVersion() { return ""; }
 

@@ -313,7 +313,7 @@ std::vector<CpuTactic> ConvTactics(const Node& node) {
   };
   if (node.op() == OpKind::kConvNhwc) {
     std::vector<CpuTactic> out = {tactic(ActLayout::kNhwc)};
-    if (WinogradShape(node)) out.push_back(tactic(ActLayout::kNhwc, true));
+    if (HaveWinograd() && WinogradShape(node)) out.push_back(tactic(ActLayout::kNhwc, true));
     if (HaveBf16()) out.push_back(tactic(ActLayout::kNhwc, false, true));
     return out;
   }

@@ -207,10 +207,12 @@ std::string WhyNotQuantParams(const Node& node, int64_t channels) {
 }
 
 std::vector<CpuTactic> QConvTactics(const Node& node) {
-  if (node.op() != OpKind::kQConv || !WhyNotQConv(node).empty()) return {};
+  if (node.op() != OpKind::kQConv || !HaveInt8Dot() || !WhyNotQConv(node).empty()) return {};
   return {CpuTactic{"onednn.qconv", [] { return std::unique_ptr<CpuKernel>(new QConvKernel()); }, "int8"}};
 }
 
-bool HasNhwcQConv(const Node& node) { return node.op() == OpKind::kQConv && WhyNotQConv(node).empty(); }
+bool HasNhwcQConv(const Node& node) {
+  return node.op() == OpKind::kQConv && HaveInt8Dot() && WhyNotQConv(node).empty();
+}
 
 }  // namespace kiln::cpu::onednn

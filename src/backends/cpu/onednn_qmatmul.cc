@@ -120,7 +120,7 @@ Status QMatMulKernel::RunImpl(KernelContext& ctx) {
 }  // namespace
 
 std::vector<CpuTactic> QMatMulTactics(const Node& node) {
-  if (node.op() != OpKind::kQMatMul || !WhyNotQMatMul(node).empty()) return {};
+  if (node.op() != OpKind::kQMatMul || !HaveInt8Dot() || !WhyNotQMatMul(node).empty()) return {};
   return {CpuTactic{"onednn.qmatmul", [] { return std::unique_ptr<CpuKernel>(new QMatMulKernel()); }, "int8"}};
 }
 

@@ -75,6 +75,24 @@ bool HaveBf16() {
   return have;
 }
 
+namespace {
+// Whether oneDNN's effective ISA includes `isa` (oneDNN's ISA values are bit sets, each holding its subsets').
+bool IsaIncludes(dnnl::cpu_isa isa) {
+  const auto have = static_cast<unsigned>(dnnl::get_effective_cpu_isa()), want = static_cast<unsigned>(isa);
+  return (have & want) == want;
+}
+}  // namespace
+
+bool HaveInt8Dot() {
+  static const bool have = IsaIncludes(dnnl::cpu_isa::avx512_core_vnni) || IsaIncludes(dnnl::cpu_isa::avx2_vnni);
+  return have;
+}
+
+bool HaveWinograd() {
+  static const bool have = IsaIncludes(dnnl::cpu_isa::avx512_core);
+  return have;
+}
+
 bool HaveOneDnn() { return true; }
 
 std::string OneDnnVersion() {

@@ -69,25 +69,40 @@ __device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
 }
 
 // Copies rows [row0, row0 + kRows) of a [rows, D] operand (row stride `ld` elements) into shared memory
-// (row pitch D + kPad), zero-filling rows at or past `rows`.
-template <int D, int kRows, int kThreads>
+// (row pitch D + kPad), zero-filling rows at or past `rows` (unless kEven: every row exists).
+template <int D, int kRows, int kThreads, bool kEven>
 __device__ __forceinline__ void LoadTile(__half* dst, const __half* src, int64_t ld, int row0, int rows) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const bool in = row0 + r < rows;
-    const __half* g = in ? src + static_cast<int64_t>(row0 + r) * ld + col : src;
-    CpAsync16(dst + r * (D + kPad) + col, g, in ? 16 : 0);
+  static_assert(kThreads % kChunks == 0, "a thread copies the same column of every row it copies");
+  constexpr int kRowStep = kThreads / kChunks;
+  const int col = (threadIdx.x % kChunks) * 8;
+  int r = threadIdx.x / kChunks;
+  const __half* g = src + static_cast<int64_t>(row0 + r) * ld + col;
+  const int64_t step = ld * kRowStep;
+#pragma unroll
+  for (int i = 0; i < kRows / kRowStep; ++i, r += kRowStep, g += step) {
+    if constexpr (kEven) {
+      CpAsync16(dst + r * (D + kPad) + col, g, 16);
+    } else {
+      const bool in = row0 + r < rows;
+      CpAsync16(dst + r * (D + kPad) + col, in ? g : src, in ? 16 : 0);
+    }
   }
 }
+
+// How the kernel adds the mask: none; one FP16 row of key biases per (batch, head), contiguous and 16-byte
+// aligned, copied to shared memory with cp.async (BERT's [B,1,1,S]); any other broadcast of [B,H,Sq,Sk]
+// (per key through a float tile, or per query row from global memory).
+enum MaskMode : int { kMaskNone = 0, kMaskKeys = 1, kMaskGeneral = 2 };
 
 // One block of kWarps warps owns kWarps * 16 query rows of one (batch, head); the next key tile's loads
 // are in flight while the current one is computed. At most 128 registers a thread at head dim <= 64 (16
 // warps per multiprocessor: BERT's 128 keys are only two tiles, so the other blocks on the multiprocessor
-// hide each block's first loads). A persistent grid whose blocks prefetch their next (batch, head) was
-// tried and measured slower (89 us against 78 us per BERT-base layer at batch 128; 0.62 ms against
-// 0.51 ms at sequence 384).
-template <int D, int kWarps>
+// hide each block's first loads). kEven: the query and key counts are multiples of the block's rows and
+// of the tile, so no row or key needs a bounds check (BERT's 128 and 384). A persistent grid whose blocks
+// prefetch their next (batch, head) was tried and measured slower (89 us against 78 us per BERT-base layer
+// at batch 128; 0.62 ms against 0.51 ms at sequence 384).
+template <int D, int kWarps, int kMask, bool kEven>
 __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) FlashAttentionKernel(AttentionArgs a) {
   constexpr int kThreads = kWarps * 32;
   constexpr int kBlockM = kWarps * kRowsPerWarp;
@@ -95,56 +110,51 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) Flas
   constexpr int kTilesN = kBlockN / 8;  // score n-tiles per key tile
   constexpr int kTilesD = D / 8;        // output n-tiles
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __half* sq = reinterpret_cast<__half*>(smem_raw);  // [kBlockM][kLd]
+  __half* sq = reinterpret_cast<__half*>(smem_raw);  // [kBlockM][kLd]; at the end each warp's output rows
   __half* sk = sq + kBlockM * kLd;                   // [2][kBlockN][kLd] (by tile parity)
   __half* sv = sk + 2 * kBlockN * kLd;               // [2][kBlockN][kLd]
-  // Per key tile: the key bias (mask * log2e, -inf past the end) as floats, or, when the mask is one row
-  // per (batch, head) stored contiguously and 16-byte aligned, the raw FP16 mask copied with cp.async.
+  // Per key tile: kMaskGeneral's key bias (mask * log2e, -inf past the end) as floats; kMaskKeys' raw FP16
+  // mask copied with cp.async.
   float* sbias = reinterpret_cast<float*>(sv + 2 * kBlockN * kLd);  // [2][kBlockN]
   __half* smask = reinterpret_cast<__half*>(sbias + 2 * kBlockN);   // [2][kBlockN]
 
   const int qblocks = (a.sq + kBlockM - 1) / kBlockM, tiles = (a.sk + kBlockN - 1) / kBlockN;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const __half* mask = static_cast<const __half*>(a.mask);
-  const bool row_mask = mask && a.mask_stride[2] != 0;  // the mask differs per query row
-  const bool async_mask = mask && !row_mask && a.mask_stride[3] == 1 && a.mask_stride[0] % 8 == 0 &&
-                          a.mask_stride[1] % 8 == 0 && reinterpret_cast<uintptr_t>(mask) % 16 == 0;
+  const bool row_mask = kMask == kMaskGeneral && a.mask_stride[2] != 0;  // the mask differs per query row
 
   // Block w: query rows [m0, m0 + kBlockM) of z = (batch, head); consecutive blocks take the query blocks
   // of one head together, so its keys and values are read from L2 after the first.
-  struct Item {
-    int b, h, m0;
-  };
   const int w = static_cast<int>(blockIdx.x), z = w / qblocks;
-  const Item it{z / a.heads, z % a.heads, (w % qblocks) * kBlockM};
+  const int ib = z / a.heads, ih = z % a.heads, m0 = (w % qblocks) * kBlockM;
+  const __half* kp = static_cast<const __half*>(a.k) + ib * a.k_stride[0] + ih * a.k_stride[1];
+  const __half* vp = static_cast<const __half*>(a.v) + ib * a.v_stride[0] + ih * a.v_stride[1];
+  const int64_t mask_base = kMask != kMaskNone ? ib * a.mask_stride[0] + ih * a.mask_stride[1] : 0;
   auto issue = [&](int t, int buf) {  // the loads of key tile t (and of the queries with the first)
     if (t == 0) {
-      const __half* q = static_cast<const __half*>(a.q) + it.b * a.q_stride[0] + it.h * a.q_stride[1];
-      LoadTile<D, kBlockM, kThreads>(sq, q, a.q_stride[2], it.m0, a.sq);
+      const __half* q = static_cast<const __half*>(a.q) + ib * a.q_stride[0] + ih * a.q_stride[1];
+      LoadTile<D, kBlockM, kThreads, kEven>(sq, q, a.q_stride[2], m0, a.sq);
     }
-    const __half* kp = static_cast<const __half*>(a.k) + it.b * a.k_stride[0] + it.h * a.k_stride[1];
-    const __half* vp = static_cast<const __half*>(a.v) + it.b * a.v_stride[0] + it.h * a.v_stride[1];
-    LoadTile<D, kBlockN, kThreads>(sk + buf * kBlockN * kLd, kp, a.k_stride[2], t * kBlockN, a.sk);
-    LoadTile<D, kBlockN, kThreads>(sv + buf * kBlockN * kLd, vp, a.v_stride[2], t * kBlockN, a.sk);
-    const int64_t mask_base = mask ? it.b * a.mask_stride[0] + it.h * a.mask_stride[1] : 0;
-    if (async_mask) {
+    LoadTile<D, kBlockN, kThreads, kEven>(sk + buf * kBlockN * kLd, kp, a.k_stride[2], t * kBlockN, a.sk);
+    LoadTile<D, kBlockN, kThreads, kEven>(sv + buf * kBlockN * kLd, vp, a.v_stride[2], t * kBlockN, a.sk);
+    if constexpr (kMask == kMaskKeys) {
       // Without a blocking load, so the warps that copy it go on to the current tile at once.
       const int c = threadIdx.x;
       if (c < kBlockN / 8) {
         const int key = t * kBlockN + c * 8;
-        const int valid = key < a.sk ? min(8, a.sk - key) : 0;
+        const int valid = kEven ? 8 : (key < a.sk ? min(8, a.sk - key) : 0);
         CpAsync16(smask + buf * kBlockN + c * 8, valid ? mask + mask_base + key : mask, valid * 2);
       }
-      return;
-    }
-    for (int j = threadIdx.x; j < kBlockN; j += kThreads) {
-      const int key = t * kBlockN + j;
-      float bias = -INFINITY;
-      if (key < a.sk) {
-        bias = 0.f;
-        if (mask && !row_mask) bias = __half2float(mask[mask_base + key * a.mask_stride[3]]) * kLog2e;
+    } else if constexpr (kMask == kMaskGeneral) {
+      for (int j = threadIdx.x; j < kBlockN; j += kThreads) {
+        const int key = t * kBlockN + j;
+        float bias = -INFINITY;
+        if (key < a.sk) {
+          bias = 0.f;
+          if (!row_mask) bias = __half2float(mask[mask_base + key * a.mask_stride[3]]) * kLog2e;
+        }
+        sbias[buf * kBlockN + j] = bias;
       }
-      sbias[buf * kBlockN + j] = bias;
     }
   };
 
@@ -154,9 +164,9 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) Flas
   // Per thread: rows g = lane / 4 and g + 8 of the warp's 16, columns 2 * (lane % 4) + {0, 1} of each n-tile.
   float o[kTilesD][4];
   float row_max[2], row_sum[2];
-  uint32_t qf[D / 16][4];
   const float scale = a.scale * kLog2e;
   const int g = lane / 4, tq = lane % 4;
+  const int qrow0 = m0 + warp * kRowsPerWarp + g;  // this thread's first query row
 
   for (int t = 0; t < tiles; ++t) {
     const int buf = t & 1;
@@ -168,12 +178,7 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) Flas
       CpAsyncWait<0>();
     }
     __syncthreads();
-    const int qrow0 = it.m0 + warp * kRowsPerWarp + g;  // this thread's first query row
     if (t == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        Ldmatrix4(qf[kk], sq + (warp * kRowsPerWarp + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
-      }
 #pragma unroll
       for (int i = 0; i < kTilesD; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
       row_max[0] = row_max[1] = -INFINITY;
@@ -181,39 +186,50 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) Flas
     }
     const __half* kt = sk + buf * kBlockN * kLd;
     const __half* vt = sv + buf * kBlockN * kLd;
-    const float* bias = sbias + buf * kBlockN;
 
-    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys. The query fragments are read from shared
+    // memory again for each tile rather than kept in registers (16 registers at head dim 64: the kernel
+    // would spill).
     float s[kTilesN][4];
 #pragma unroll
     for (int n = 0; n < kTilesN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qf[4];
+      Ldmatrix4(qf, sq + (warp * kRowsPerWarp + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
 #pragma unroll
       for (int n = 0; n < kTilesN; n += 2) {
         uint32_t kf[4];
         Ldmatrix4(kf, kt + (n * 8 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
-        Mma(s[n], qf[kk], kf[0], kf[1]);
-        Mma(s[n + 1], qf[kk], kf[2], kf[3]);
+        Mma(s[n], qf, kf[0], kf[1]);
+        Mma(s[n + 1], qf, kf[2], kf[3]);
       }
     }
 
-    // Online softmax in base 2: x = (scale * s + mask) * log2(e).
-    const int64_t mask_base = row_mask ? it.b * a.mask_stride[0] + it.h * a.mask_stride[1] : 0;
+    // Online softmax in base 2: x = (scale * s + mask) * log2(e). A thread's two columns of an n-tile are
+    // the same keys for both its rows, so their biases are read once.
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < kTilesN; ++n) {
+      const int col = n * 8 + 2 * tq;
+      float kb[2] = {0.f, 0.f};
+      if constexpr (kMask == kMaskKeys) {
+        const float2 m = __half22float2(*reinterpret_cast<const __half2*>(smask + buf * kBlockN + col));
+        kb[0] = m.x * kLog2e;
+        kb[1] = m.y * kLog2e;
+      } else if constexpr (kMask == kMaskGeneral) {
+        kb[0] = sbias[buf * kBlockN + col];
+        kb[1] = sbias[buf * kBlockN + col + 1];
+      }
+      if constexpr (!kEven && kMask != kMaskGeneral) {  // kMaskGeneral's bias is -inf past the end
+        if (t * kBlockN + col >= a.sk) kb[0] = -INFINITY;
+        if (t * kBlockN + col + 1 >= a.sk) kb[1] = -INFINITY;
+      }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + 2 * tq + (e & 1);
-        float x = s[n][e] * scale;
-        if (async_mask) {
-          x = t * kBlockN + col < a.sk ? x + __half2float(smask[buf * kBlockN + col]) * kLog2e : -INFINITY;
-        } else {
-          x += bias[col];
-        }
-        if (row_mask) {
-          const int row = qrow0 + (e >> 1) * 8, key = t * kBlockN + col;
+        float x = fmaf(s[n][e], scale, kb[e & 1]);
+        if (kMask == kMaskGeneral && row_mask) {
+          const int row = qrow0 + (e >> 1) * 8, key = t * kBlockN + col + (e & 1);
           if (row < a.sq && key < a.sk) {
             x += __half2float(mask[mask_base + row * a.mask_stride[2] + key * a.mask_stride[3]]) * kLog2e;
           }
@@ -269,29 +285,39 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps) Flas
         Mma(o[n + 1], pf, vf[2], vf[3]);
       }
     }
+    if (t + 1 < tiles) __syncthreads();  // the next tile's loads overwrite this tile's buffers
+  }
 
-    if (t == tiles - 1) {  // the item's last tile: normalize and write its rows
-      float inv[2];
+  // Normalize, stage the warp's 16 rows in its own rows of the query buffer (no longer read), and write
+  // them as whole 16-byte chunks.
+  float inv[2];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float l = row_sum[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        inv[r] = l > 0.f ? 1.f / l : 0.f;
-      }
-      __half* out = static_cast<__half*>(a.o) + it.b * a.o_stride[0] + it.h * a.o_stride[1];
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[r] = l > 0.f ? 1.f / l : 0.f;
+  }
+  __half* stage = sq + warp * kRowsPerWarp * kLd;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = qrow0 + r * 8;
-        if (row >= a.sq) continue;
-        __half* dst = out + static_cast<int64_t>(row) * a.o_stride[2] + 2 * tq;
+  for (int r = 0; r < 2; ++r) {
 #pragma unroll
-        for (int i = 0; i < kTilesD; ++i) {
-          *reinterpret_cast<__half2*>(dst + i * 8) = __floats2half2_rn(o[i][2 * r] * inv[r], o[i][2 * r + 1] * inv[r]);
-        }
-      }
+    for (int i = 0; i < kTilesD; ++i) {
+      *reinterpret_cast<__half2*>(stage + (g + r * 8) * kLd + i * 8 + 2 * tq) =
+          __floats2half2_rn(o[i][2 * r] * inv[r], o[i][2 * r + 1] * inv[r]);
     }
-    __syncthreads();  // the next tile's loads overwrite this tile's buffers
+  }
+  __syncwarp();
+  __half* out = static_cast<__half*>(a.o) + ib * a.o_stride[0] + ih * a.o_stride[1];
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int c = lane; c < kRowsPerWarp * kChunks; c += 32) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const int row = m0 + warp * kRowsPerWarp + r;
+    if (kEven || row < a.sq) {
+      *reinterpret_cast<uint4*>(out + static_cast<int64_t>(row) * a.o_stride[2] + col) =
+          *reinterpret_cast<const uint4*>(stage + r * kLd + col);
+    }
   }
 }
 
@@ -309,17 +335,37 @@ cudaError_t RaiseSmemLimitOnce(Kernel kernel, size_t bytes, std::atomic<uint64_t
   return e;
 }
 
-template <int D, int kWarps>
-cudaError_t LaunchFlash(const AttentionArgs& a, cudaStream_t s) {
+template <int D, int kWarps, int kMask, bool kEven>
+cudaError_t LaunchFlashVariant(const AttentionArgs& a, cudaStream_t s) {
   constexpr int kBlockM = kWarps * kRowsPerWarp;
   constexpr int kLd = D + kPad;
   constexpr size_t kSmem = sizeof(__half) * (kBlockM + 4 * kBlockN) * kLd + (sizeof(float) + sizeof(__half)) * 2 * kBlockN;
   static std::atomic<uint64_t> raised{0};
-  if (cudaError_t e = RaiseSmemLimitOnce(FlashAttentionKernel<D, kWarps>, kSmem, raised); e != cudaSuccess) return e;
+  auto* kernel = FlashAttentionKernel<D, kWarps, kMask, kEven>;
+  if (cudaError_t e = RaiseSmemLimitOnce(kernel, kSmem, raised); e != cudaSuccess) return e;
   const int64_t blocks = (a.sq + kBlockM - 1) / kBlockM * static_cast<int64_t>(a.batch) * a.heads;
   if (blocks > (int64_t{1} << 31) - 1) return cudaErrorInvalidValue;
-  FlashAttentionKernel<D, kWarps><<<static_cast<unsigned>(blocks), kWarps * 32, kSmem, s>>>(a);
+  kernel<<<static_cast<unsigned>(blocks), kWarps * 32, kSmem, s>>>(a);
   return cudaGetLastError();
+}
+
+// Picks the mask mode and whether bounds checks can be left out.
+template <int D, int kWarps>
+cudaError_t LaunchFlash(const AttentionArgs& a, cudaStream_t s) {
+  constexpr int kBlockM = kWarps * kRowsPerWarp;
+  const bool even = a.sq % kBlockM == 0 && a.sk % kBlockN == 0;
+  const auto* mask = static_cast<const __half*>(a.mask);
+  if (!mask) {
+    return even ? LaunchFlashVariant<D, kWarps, kMaskNone, true>(a, s)
+                : LaunchFlashVariant<D, kWarps, kMaskNone, false>(a, s);
+  }
+  const bool keys = a.mask_stride[2] == 0 && a.mask_stride[3] == 1 && a.mask_stride[0] % 8 == 0 &&
+                    a.mask_stride[1] % 8 == 0 && reinterpret_cast<uintptr_t>(mask) % 16 == 0;
+  if (keys) {
+    return even ? LaunchFlashVariant<D, kWarps, kMaskKeys, true>(a, s)
+                : LaunchFlashVariant<D, kWarps, kMaskKeys, false>(a, s);
+  }
+  return LaunchFlashVariant<D, kWarps, kMaskGeneral, false>(a, s);
 }
 
 // ---- FP32 ---------------------------------------------------------------------------------------------

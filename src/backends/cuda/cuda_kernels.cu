@@ -316,7 +316,8 @@ __global__ void DwConvKernel(const T* x, const T* w, const T* bias, const T* z, 
 // multiprocessor, and ran MobileNetV2's layers at 0.6 TB/s. Unrolling the rows again for grids too small to
 // fill the GPU was tried and was no faster at batch 1.) FP32 accumulation, the input clamp and the
 // bias / residual / activation epilogue as DwConvKernel.
-constexpr int kDwTile = 4;
+// kDwTile: output pixels per thread, 4 (DwGeometry::tile = 4), or 1 for grids too small to fill the GPU
+// (batch 1: MobileNetV2's 7x7x960 layer is 1,680 threads of 4 pixels, 7 blocks).
 constexpr int kDwThreads = 256;
 
 // The 8 halves of a 16-byte vector as floats.
@@ -347,7 +348,7 @@ __device__ __forceinline__ void StoreVector8(uint4* y, const uint4* z, I at, con
   y[at] = out;
 }
 
-template <int KH, int KW, int SW, typename I>
+template <int KH, int KW, int SW, int kDwTile, typename I>
 __global__ void __launch_bounds__(kDwThreads, 3) DwConvNhwcHalf8Kernel(const uint4* __restrict__ x,
                                                                       const uint4* __restrict__ w_taps,
                                                                       const uint4* __restrict__ bias,
@@ -833,13 +834,16 @@ cudaError_t DwConv(const void* x, const void* w, const void* w_taps, const void*
   if (half && nhwc && w_taps && g.c % 8 == 0 && g.kh == 3 && g.kw == 3 && g.dh == 1 && g.dw == 1 &&
       (g.sw == 1 || g.sw == 2) && Aligned16(x) && Aligned16(w_taps) && Aligned16(y) && (!bias || Aligned16(bias)) &&
       (!z || Aligned16(z))) {
-    const int64_t tiles = g.n * g.oh * ((g.ow + kDwTile - 1) / kDwTile) * (g.c / 8);
+    const int tile = g.tile == 1 ? 1 : 4;
+    const int64_t tiles = g.n * g.oh * ((g.ow + tile - 1) / tile) * (g.c / 8);
     const unsigned blocks = Blocks(tiles);
     auto launch = [&](auto itag, auto stride) {
       using I = decltype(itag);
-      DwConvNhwcHalf8Kernel<3, 3, decltype(stride)::value, I><<<blocks, kDwThreads, 0, s>>>(
-          static_cast<const uint4*>(x), static_cast<const uint4*>(w_taps), static_cast<const uint4*>(bias),
-          static_cast<const uint4*>(z), static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
+      constexpr int kSw = decltype(stride)::value;
+      auto* kernel = tile == 1 ? DwConvNhwcHalf8Kernel<3, 3, kSw, 1, I> : DwConvNhwcHalf8Kernel<3, 3, kSw, 4, I>;
+      kernel<<<blocks, kDwThreads, 0, s>>>(static_cast<const uint4*>(x), static_cast<const uint4*>(w_taps),
+                                           static_cast<const uint4*>(bias), static_cast<const uint4*>(z),
+                                           static_cast<uint4*>(y), g, act, static_cast<I>(tiles));
     };
     const bool fits = Fits32(g.n * g.c * g.h * g.w) && Fits32(total);
     if (g.sw == 1) {

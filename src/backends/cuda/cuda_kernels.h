@@ -62,6 +62,9 @@ struct DwGeometry {
   // Inputs are read as min(x, in_max) when in_max is finite: the upper half of a producer's Clip(0, hi)
   // deferred to this layer (the producer ran it as a ReLU; see DeferredClips in cuda_layers.cc).
   float in_max = HUGE_VALF;
+  // Output pixels per thread of the vectorized FP16 3x3 kernel: 4, or 1 (tactic kiln.dwconv.t1: four times
+  // the threads, for grids too small to fill the GPU).
+  int tile = 4;
 };
 // w [C, kh*kw]; w_taps (optional, FP16 NHWC only) the same filter tap-major, [kh*kw, C], which the
 // vectorized 3x3 kernel needs.

@@ -201,6 +201,9 @@ Expected<std::vector<cudnnConvolutionFwdAlgo_t>> ConvAlgos(Resources& res, const
   return algos;
 }
 
+// kiln.dwconv or its one-pixel-a-thread form kiln.dwconv.t1.
+bool IsKilnDwConv(const std::string& tactic) { return tactic == "kiln.dwconv" || tactic == "kiln.dwconv.t1"; }
+
 // groups == input channels == output channels: one 2-D filter per channel.
 bool IsDepthwise(const Node& node) {
   const Value* x = node.input(0);
@@ -252,7 +255,7 @@ Status LowerConv(ProgramBuilder& b) {
     });
     return Status::Ok();
   }
-  if (b.tactic() == "kiln.dwconv") {
+  if (IsKilnDwConv(b.tactic())) {
     if (!IsDepthwise(node)) return Unsupported("kiln.dwconv needs a depthwise convolution");
     const std::vector<int64_t> xs = SizesOf(node.input(0)), ws = SizesOf(node.input(1));
     KILN_ASSIGN_OR_RETURN(WindowParams wp, ReadWindowParams(node.attrs(), {ws[2], ws[3]}));
@@ -264,6 +267,7 @@ Status LowerConv(ProgramBuilder& b) {
     dg.ph = static_cast<int>(g.pad_begin[0]), dg.pw = static_cast<int>(g.pad_begin[1]);
     dg.dh = static_cast<int>(g.dilations[0]), dg.dw = static_cast<int>(g.dilations[1]);
     dg.in_max = b.DeferredClip(node.input(0));
+    dg.tile = b.tactic() == "kiln.dwconv.t1" ? 1 : 4;
     const Repr r = s.repr;
     const void* w_taps = nullptr;  // FP16: the filter tap-major as well, for the vectorized kernel
     if (r.half && node.input(1)->is_constant()) {
@@ -744,7 +748,12 @@ std::vector<std::string> CandidateTactics(const Node& node, Resources& res, bool
       }
       out.push_back("cudnn.conv.a" + std::to_string(id));
     }
-    if (IsDepthwise(node)) out.push_back("kiln.dwconv");
+    if (IsDepthwise(node)) {
+      out.push_back("kiln.dwconv");
+      // One pixel a thread: only the vectorized FP16 3x3 kernel has a tile to shrink.
+      const std::vector<int64_t> ws = SizesOf(node.input(1));
+      if (half && ws.size() == 4 && ws[2] == 3 && ws[3] == 3) out.push_back("kiln.dwconv.t1");
+    }
     if (half && IsPointwise(node)) {
       for (int i = 0; i < 3; ++i) out.push_back("cublaslt.conv1x1.h" + std::to_string(i));
       const std::vector<int64_t> ws = SizesOf(node.input(1));
@@ -793,7 +802,7 @@ std::unordered_map<const Value*, float> DeferredClips(const std::vector<const No
   std::unordered_map<const Value*, float> clips;
   for (size_t i = 0; i < schedule.size() && i < tactics.size(); ++i) {
     const Node& dw = *schedule[i];
-    if (tactics[i] != "kiln.dwconv" || !IsConv(dw.op()) || !IsDepthwise(dw) || folded.count(&dw)) continue;
+    if (!IsKilnDwConv(tactics[i]) || !IsConv(dw.op()) || !IsDepthwise(dw) || folded.count(&dw)) continue;
     const Value* v = dw.input(0);
     const Node* p = v ? v->producer() : nullptr;
     if (!p || folded.count(p) || v->is_graph_output() || v->uses().size() != 1) continue;

@@ -34,13 +34,26 @@ __device__ __forceinline__ void AddRow(float (&v)[8], const __half* p, int chunk
   }
 }
 
+// The row's values as floats, from the raw 16-byte chunks the plain form keeps (its source row is FP16, so
+// holding it as halves loses nothing and takes half the registers).
+__device__ __forceinline__ void Unpack8(float (&f)[8], const uint4& raw) {
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float2 x = __half22float2(h[e]);
+    f[2 * e] = x.x;
+    f[2 * e + 1] = x.y;
+  }
+}
+
 // One warp per row held in registers: each lane loads kChunks 16-byte chunks (8 halves), so the row is read
 // from memory once and written once (cols % 8 == 0, cols <= 256 * kChunks). kSources: the row has a table
-// or addends; the plain form keeps every lane's loads independent (measured 18.6 us per BERT-base layer
-// norm at batch 128; the general form took 22.5 us there).
+// or addends, summed in floats; the plain form keeps the row as halves and every lane's loads independent
+// (up to 768 columns at 32 registers: 64 warps per multiprocessor, BERT-base at batch 128 in two waves).
 template <int kChunks, bool kSources>
-__global__ void LayerNormHalfKernel(LnSources in, const __half* scale, const __half* bias, __half* y, int64_t rows,
-                                    int cols, float eps) {
+__global__ void __launch_bounds__(256, kSources ? 1 : (kChunks <= 3 ? 8 : 4))
+    LayerNormHalfKernel(LnSources in, const __half* scale, const __half* bias, __half* y, int64_t rows, int cols,
+                        float eps) {
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= rows) return;
@@ -52,34 +65,25 @@ __global__ void LayerNormHalfKernel(LnSources in, const __half* scale, const __h
     src_row = in.table + k * cols;
   }
   const uint4* src = reinterpret_cast<const uint4*>(src_row);
-  float v[kChunks][8];
+  // kSources: the summed row as floats; otherwise the raw chunks (unused array of the other form: 1 element).
+  float v[kSources ? kChunks : 1][8];
+  uint4 raw[kSources ? 1 : kChunks];
   float sum = 0.f;
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
     const int chunk = c * 32 + lane;
     if constexpr (!kSources) {
-      uint4 raw = make_uint4(0, 0, 0, 0);
-      if (chunk * 8 < cols) raw = src[chunk];
-      const __half2* h = reinterpret_cast<const __half2*>(&raw);
+      raw[c] = make_uint4(0, 0, 0, 0);
+      if (chunk * 8 < cols) raw[c] = src[chunk];
+      float f[8];
+      Unpack8(f, raw[c]);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = __half22float2(h[e]);
-        v[c][2 * e] = f.x;
-        v[c][2 * e + 1] = f.y;
-        sum += f.x + f.y;
-      }
+      for (int e = 0; e < 8; ++e) sum += f[e];
     } else {
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[c][e] = 0.f;
       if (chunk * 8 < cols) {
-        const uint4 raw = src[chunk];
-        const __half2* h = reinterpret_cast<const __half2*>(&raw);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 f = __half22float2(h[e]);
-          v[c][2 * e] = f.x;
-          v[c][2 * e + 1] = f.y;
-        }
+        Unpack8(v[c], src[chunk]);
 #pragma unroll
         for (int a = 0; a < 2; ++a) {
           if (in.add[a]) AddRow(v[c], in.add[a] + (row % in.period[a]) * cols, chunk);
@@ -89,15 +93,26 @@ __global__ void LayerNormHalfKernel(LnSources in, const __half* scale, const __h
       for (int e = 0; e < 8; ++e) sum += v[c][e];
     }
   }
+  // Chunk c's values as floats, whichever form holds them.
+  auto values = [&](int c, float (&f)[8]) {
+    if constexpr (kSources) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f[e] = v[c][e];
+    } else {
+      Unpack8(f, raw[c]);
+    }
+  };
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
   const float mean = sum / static_cast<float>(cols);
   float var = 0.f;
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
     if ((c * 32 + lane) * 8 >= cols) continue;
+    float f[8];
+    values(c, f);
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-      const float d = v[c][e] - mean;
+      const float d = f[e] - mean;
       var += d * d;
     }
   }
@@ -108,6 +123,8 @@ __global__ void LayerNormHalfKernel(LnSources in, const __half* scale, const __h
   for (int c = 0; c < kChunks; ++c) {
     const int chunk = c * 32 + lane;
     if (chunk * 8 >= cols) continue;
+    float f[8];
+    values(c, f);
     const uint4 sraw = reinterpret_cast<const uint4*>(scale)[chunk];
     uint4 braw = make_uint4(0, 0, 0, 0);
     if (bias) braw = reinterpret_cast<const uint4*>(bias)[chunk];
@@ -118,7 +135,7 @@ __global__ void LayerNormHalfKernel(LnSources in, const __half* scale, const __h
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float2 sc = __half22float2(sh[e]), bi = __half22float2(bh[e]);
-      oh[e] = __floats2half2_rn((v[c][2 * e] - mean) * rstd * sc.x + bi.x, (v[c][2 * e + 1] - mean) * rstd * sc.y + bi.y);
+      oh[e] = __floats2half2_rn((f[2 * e] - mean) * rstd * sc.x + bi.x, (f[2 * e + 1] - mean) * rstd * sc.y + bi.y);
     }
     dst[chunk] = out;
   }

@@ -197,6 +197,19 @@ std::vector<Case> Cases() {
                      Value* q = Conv(b, p, 24, 24, 1, 1, 0, 1, true, "q");
                      return b.Done(b.Op(OpKind::kRelu, {b.Op(OpKind::kAdd, {q, p}, "s")}, "y"));
                    }, "kiln.pointwise"});
+  // Kiln's stem kernel (forced where it applies: at most 4 input channels), FP16: MobileNetV2's 3 -> 32 3x3
+  // stride 2 with ReLU6 on odd sizes, then 3 channels again (a 1x1 to 3) into a 5x5 to 24 outputs (K rounded
+  // up to the kernel's 32 inside), no bias, with a residual.
+  cases.push_back({"stem_kiln_kernel", [] {
+                     G b;
+                     Value* x = b.In("x", {2, 3, 17, 15});
+                     Value* c = Conv(b, x, 3, 32, 3, 2, 1, 1, true, "c");
+                     Value* r = b.Op(OpKind::kClip, {c, b.Scalar("lo", 0.f), b.Scalar("hi", 6.f)}, "r", 13);
+                     Value* t = Conv(b, r, 32, 3, 1, 1, 0, 1, true, "t");
+                     Value* u = Conv(b, t, 3, 24, 5, 1, 2, 1, false, "u");
+                     Value* v = Conv(b, t, 3, 24, 1, 1, 0, 1, true, "v");
+                     return b.Done(b.Op(OpKind::kRelu, {b.Op(OpKind::kAdd, {u, v}, "s")}, "y"));
+                   }, "kiln.stemconv"});
   // GEMM weights in the other layout (cublaslt.gemm.t, forced): a MatMul with a [K, N] weight and a bias,
   // then a Gemm with transB (its weight [N, K] becomes [K, N]).
   {
@@ -349,7 +362,8 @@ std::vector<Case> Cases() {
 // Builds `graph` for the GPU (optimized: fused ops included), runs it on random inputs (twice, so the
 // second run replays the captured CUDA graph) and compares with the reference kernels.
 void CheckCase(const Case& c, Precision precision, double tolerance) {
-  if ((c.conv_tactic.rfind("cublaslt.conv1x1", 0) == 0 || c.conv_tactic == "kiln.pointwise") &&
+  if ((c.conv_tactic.rfind("cublaslt.conv1x1", 0) == 0 || c.conv_tactic == "kiln.pointwise" ||
+       c.conv_tactic == "kiln.stemconv") &&
       precision != Precision::kFp16) {
     return;
   }
@@ -367,6 +381,7 @@ void CheckCase(const Case& c, Precision precision, double tolerance) {
       if (c.conv_tactic.rfind("kiln.dwconv", 0) == 0 && n.attrs().GetInt("group", 1) == 1) continue;
       const std::vector<int64_t> ws = *n.input(1)->shape()->sizes();
       if (c.conv_tactic == "kiln.pointwise" && (ws[2] != 1 || ws[3] != 1 || ws[1] > 64)) continue;
+      if (c.conv_tactic == "kiln.stemconv" && (ws[1] > 4 || n.attrs().GetInt("group", 1) != 1)) continue;
       plan->layers[i].tactic = c.conv_tactic;
     }
   }

@@ -75,6 +75,12 @@ cudaError_t DwConv(const void* x, const void* w, const void* w_taps, const void*
 bool PointwiseHalfSupports(int64_t k, int64_t n);
 cudaError_t PointwiseHalf(const void* x, const void* w, const void* bias, const void* z, void* y, int64_t m,
                           int64_t n, int64_t k, ActParams act, cudaStream_t s);
+// FP16 NHWC direct convolution for few input channels (the stem of image networks): x [N,H,W,C] with C <= 4,
+// w [K,KH,KW,C] (K % 8 == 0, K <= 64, KH*KW*C <= 160), one group, dilation 1 (g.c = C; g.in_max clamps the
+// input), y [N,OH,OW,K] = act(conv + bias + z).
+bool SmallCinConvHalfSupports(int64_t c, int64_t k, int64_t kh, int64_t kw);
+cudaError_t SmallCinConvHalf(const void* x, const void* w, const void* bias, const void* z, void* y,
+                             const DwGeometry& g, int64_t k, ActParams act, cudaStream_t s);
 // y[n,c] = mean over hw of x.
 cudaError_t GlobalAvgPool(const void* x, void* y, bool half, bool nhwc, int64_t n, int64_t c, int64_t hw,
                           cudaStream_t s);

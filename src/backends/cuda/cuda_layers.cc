@@ -255,8 +255,8 @@ Status LowerConv(ProgramBuilder& b) {
     });
     return Status::Ok();
   }
-  if (IsKilnDwConv(b.tactic())) {
-    if (!IsDepthwise(node)) return Unsupported("kiln.dwconv needs a depthwise convolution");
+  // The window geometry of Kiln's own convolution kernels (the input clamped where a Clip was deferred).
+  auto geometry = [&]() -> Expected<k::DwGeometry> {
     const std::vector<int64_t> xs = SizesOf(node.input(0)), ws = SizesOf(node.input(1));
     KILN_ASSIGN_OR_RETURN(WindowParams wp, ReadWindowParams(node.attrs(), {ws[2], ws[3]}));
     KILN_ASSIGN_OR_RETURN(WindowGeometry g, ComputeWindowGeometry(wp, {xs[2], xs[3]}));
@@ -267,6 +267,27 @@ Status LowerConv(ProgramBuilder& b) {
     dg.ph = static_cast<int>(g.pad_begin[0]), dg.pw = static_cast<int>(g.pad_begin[1]);
     dg.dh = static_cast<int>(g.dilations[0]), dg.dw = static_cast<int>(g.dilations[1]);
     dg.in_max = b.DeferredClip(node.input(0));
+    return dg;
+  };
+  if (b.tactic() == "kiln.stemconv") {
+    const std::vector<int64_t> ws = SizesOf(node.input(1));
+    if (!s.repr.half || !s.repr.nhwc || node.attrs().GetInt("group", 1) != 1 ||
+        !k::SmallCinConvHalfSupports(ws[1], ws[0], ws[2], ws[3])) {
+      return Unsupported("kiln.stemconv needs an FP16 NHWC convolution of at most 4 input channels");
+    }
+    KILN_ASSIGN_OR_RETURN(k::DwGeometry dg, geometry());
+    if (dg.dh != 1 || dg.dw != 1) return Unsupported("kiln.stemconv needs dilation 1");
+    const int64_t out_channels = ws[0];
+    b.Add([=](const Program& p, cudaStream_t st) {
+      return CudaStatus(k::SmallCinConvHalf(p.ptr(x), p.ptr(w), bias >= 0 ? p.ptr(bias) : nullptr,
+                                            z >= 0 ? p.ptr(z) : nullptr, p.ptr(y), dg, out_channels, act, st),
+                        "stem convolution");
+    });
+    return Status::Ok();
+  }
+  if (IsKilnDwConv(b.tactic())) {
+    if (!IsDepthwise(node)) return Unsupported("kiln.dwconv needs a depthwise convolution");
+    KILN_ASSIGN_OR_RETURN(k::DwGeometry dg, geometry());
     dg.tile = b.tactic() == "kiln.dwconv.t1" ? 1 : 4;
     const Repr r = s.repr;
     const void* w_taps = nullptr;  // FP16: the filter tap-major as well, for the vectorized kernel
@@ -758,6 +779,10 @@ std::vector<std::string> CandidateTactics(const Node& node, Resources& res, bool
       for (int i = 0; i < 3; ++i) out.push_back("cublaslt.conv1x1.h" + std::to_string(i));
       const std::vector<int64_t> ws = SizesOf(node.input(1));
       if (k::PointwiseHalfSupports(ws[1], ws[0])) out.push_back("kiln.pointwise");
+    }
+    if (half && node.attrs().GetInt("group", 1) == 1) {
+      const std::vector<int64_t> ws = SizesOf(node.input(1));
+      if (ws.size() == 4 && k::SmallCinConvHalfSupports(ws[1], ws[0], ws[2], ws[3])) out.push_back("kiln.stemconv");
     }
     return out;
   }
